@@ -3,6 +3,7 @@
 // stack's outputs or from an environment variable, never from a flag.
 import { randomUUID } from "node:crypto";
 import { creditsFlag, idempotencyKeyFlag, noteFlag } from "./lib/credits-flags.ts";
+import { noIdempotencyKeyWarning, unattended } from "./lib/unattended.ts";
 import { AdminApiError, type AdminClient, adminClient, type AdminTarget, type ApiKey, type CreditGrant, findKey, keyReference, keyStatus } from "./lib/admin-client.ts";
 import { createKey, expiryNotApplied, keyNameProblem, nameTaken, noCreditsLine, replayedLines } from "./lib/create-key.ts";
 import { mayHaveActed } from "./lib/lost-answers.ts";
@@ -47,13 +48,14 @@ Commands:
            (a key from the stack's gpu-sandbox:keys is changed there, with pulumi up); --name
            alone renames a revoked key too, to erase a person's name (docs/privacy.md)
   top-up   --key <id|name> --amount <n> [--note <text>] [--idempotency-key <k>]
-           adds credits; the Idempotency-Key (generated unless given; printable ASCII, no
-           space at its ends) is printed first, in the whole command that retries this top-up safely (it
-           can never credit twice)
+           adds credits; the Idempotency-Key (generated unless given; printable ASCII, no space at
+           its ends) is printed first, in the command that retries it safely (never credits twice).
+           In a CI job or cron (CI set, or stdin not a terminal) give one (invoice-1042, the day): a
+           generated one is new each run, so a re-run credits again (a warning on stderr says so)
   write-off --key <id|name> --amount <n> --note <text> [--idempotency-key <k>]
            takes credits off (a refund, expired credits), a revoked or expired key's too: never
            more than it has remaining; the note (why) goes on the credits statement, as adjusted;
-           the Idempotency-Key as top-up's (a retry can never take twice)
+           the Idempotency-Key as top-up's (a retry can never take twice; in CI: give one)
 
 A create, rotate, top-up or write-off whose answer is lost (the connection dropped, no answer in 30 s, a 5xx)
 may have been applied: the error says so and what to run (a top-up's, a write-off's: its retry command);
@@ -158,7 +160,8 @@ function oneOf(flags: Flags, a: keyof Flags, b: keyof Flags): void {
   if (flags[a] !== undefined && flags[b] !== undefined) throw new UsageError(`--${a} and --${b} contradict each other: give one`);
 }
 
-export async function runCommand(command: Command, flags: Flags, client: AdminClient, io: Io): Promise<number> {
+/** `unattended`: why the run looks like a CI job or cron (unattended.ts); undefined at a terminal. */
+export async function runCommand(command: Command, flags: Flags, client: AdminClient, io: Io, unattended?: string): Promise<number> {
   switch (command) {
     case "create": {
       // Trimmed as the shim stores it: "team-07 " is the name "team-07".
@@ -250,6 +253,7 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
       // terminal died with it still has the one retry that can never credit twice.
       const retry = manageKeysCommand(flags, "top-up", [["key", key.id], ["amount", amount], ["note", flags.note], ["idempotency-key", idem]]);
       io.err(`Idempotency-Key: ${idem}; to retry safely: ${retry}`);
+      if (given === undefined && unattended !== undefined) io.err(noIdempotencyKeyWarning("top-up", unattended));
       let grant: CreditGrant;
       try {
         grant = await client.topUp(key.id, { amount, ...(flags.note !== undefined ? { note: flags.note } : {}) }, idem);
@@ -274,7 +278,7 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
     case "update":
       return updateKey(flags, client, io);
     case "write-off":
-      return writeOff(flags, client, io);
+      return writeOff(flags, client, io, unattended);
     case "rotate": {
       const ref = required("key", flags.key, "the id or name of the key to rotate");
       const key = findKey(await client.listKeys(), ref);
@@ -389,7 +393,7 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     if (stray.length) throw new UsageError(`${stray.map((f) => `--${f}`).join(", ")} ${stray.length === 1 ? "does" : "do"} not go with ${cmd}; ${cmd} takes: ${COMMAND_FLAGS[cmd].map((f) => `--${f}`).join(", ") || "no other flags"}`);
     const connect = (target: AdminTarget) => adminClient(target, fetch, { progress: (line) => deps.io.err(line) });
     if (cmd === "create" && (values.from !== undefined || values.handout !== undefined)) return createFromRoster(rosterRun(values), deps, connect);
-    return runCommand(cmd, values, connect(await resolveAdminTarget(values, deps)), deps.io);
+    return runCommand(cmd, values, connect(await resolveAdminTarget(values, deps)), deps.io, unattended(deps));
   });
 }
 

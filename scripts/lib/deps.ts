@@ -13,6 +13,8 @@ export interface ScriptDeps {
   readonly now: () => Date;
   /** Ctrl-C and SIGTERM, for a script that must not stop mid-command (reap-expired). */
   readonly signals: SignalHost;
+  /** Whether stdin is a terminal (someone may be watching), for unattended.ts. */
+  readonly stdinIsTTY: boolean;
 }
 
 export function withDefaults(partial: Partial<ScriptDeps> = {}): ScriptDeps {
@@ -25,5 +27,6 @@ export function withDefaults(partial: Partial<ScriptDeps> = {}): ScriptDeps {
     pulumi: partial.pulumi ?? realPulumi(root, env),
     now: partial.now ?? (() => new Date()),
     signals: partial.signals ?? process,
+    stdinIsTTY: partial.stdinIsTTY ?? process.stdin.isTTY === true,
   };
 }

@@ -8,6 +8,7 @@ import { creditsFlag, idempotencyKeyFlag, noteFlag } from "./credits-flags.ts";
 import { type Io, required, shellWord, UsageError } from "./cli.ts";
 import { mayHaveActed } from "./lost-answers.ts";
 import { manageKeysCommand } from "./manage-keys-command.ts";
+import { noIdempotencyKeyWarning } from "./unattended.ts";
 import type { TargetFlags } from "./tenant-target.ts";
 
 export interface WriteOffFlags extends TargetFlags {
@@ -21,7 +22,8 @@ export interface WriteOffFlags extends TargetFlags {
 /** What a shim from before write-offs answers (its router's 404, no `param`: isMissingRoute) told as what to do. */
 export const OLDER_SHIM = "this tenant's shim is older than write-offs (POST /admin/keys/{id}/debits, 2026-12-07); nothing was written off. Upgrade it (pulumi up with this checkout), then run this again";
 
-export async function writeOff(flags: WriteOffFlags, client: AdminClient, io: Io): Promise<number> {
+/** `unattended`: why the run looks like a CI job (unattended.ts): without --idempotency-key, a warning. */
+export async function writeOff(flags: WriteOffFlags, client: AdminClient, io: Io, unattended?: string): Promise<number> {
   const ref = required("key", flags.key, "the id or name of the key to write credits off");
   const amount = creditsFlag("amount", required("amount", flags.amount, "the credits to take off, e.g. 250"), true);
   // The reason is what an auditor asks of a write-off (a refund's credit note, "expired"): required here.
@@ -39,6 +41,7 @@ export async function writeOff(flags: WriteOffFlags, client: AdminClient, io: Io
   }
   const retry = manageKeysCommand(flags, "write-off", [["key", key.id], ["amount", amount], ["note", note], ["idempotency-key", idem]]);
   io.err(`Idempotency-Key: ${idem}; to retry safely: ${retry}`);
+  if (given === undefined && unattended !== undefined) io.err(noIdempotencyKeyWarning("write-off", unattended));
   let done: CreditGrant;
   try {
     done = await client.writeOff(key.id, { amount, note }, idem);

@@ -23,7 +23,8 @@ afterAll(() => h.close());
 /** Runs manage-keys against the test's shim; the admin token in the environment, as an operator would. */
 async function keys(argv: string[], options: { env?: NodeJS.ProcessEnv; pulumi?: FakePulumi } = {}) {
   const io = memoryIo();
-  const code = await main(argv, { io, env: options.env ?? { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: options.pulumi ?? new FakePulumi(), root: tempDir() });
+  // An operator at a terminal, whatever vitest's stdin is (a CI job's run: manage-keys-unattended.test.ts).
+  const code = await main(argv, { io, env: options.env ?? { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: options.pulumi ?? new FakePulumi(), root: tempDir(), stdinIsTTY: true });
   const err = io.stderr.join("\n");
   /** What the operator reads last. */
   const lastLine = err.split("\n").at(-1);
