@@ -1,4 +1,4 @@
-// npm run smoke-test -- --url <endpoint, with or without /v1> [--key <key>] [--model <name>] [--ca <pem>]
+// npm run smoke-test -- --url <endpoint, with or without /v1> [--key <key>] [--model <name>] [--ca <pem>] [--json]
 // Checks an endpoint the way a client sees it, with the official OpenAI SDK: models, a chat, the
 // credit headers, a streamed chat (time to first token, tokens/s), a streamed Responses API
 // answer, and that a made-up key gets 401. Prints one PASS/FAIL line per check with its timing;
@@ -12,7 +12,7 @@ import { originOf, readCa, trustCa } from "./lib/tenant-target.ts";
 
 export const API_KEY_ENV = "GPU_SANDBOX_API_KEY";
 
-const USAGE = `Usage: npm run smoke-test -- --url <endpoint> [--key <key>] [--model <name>] [--ca <pem file>]
+const USAGE = `Usage: npm run smoke-test -- --url <endpoint> [--key <key>] [--model <name>] [--ca <pem file>] [--json]
 
 Runs six checks against any OpenAI-compatible endpoint and key, with the official OpenAI SDK:
   models          GET /models lists the model (the first one unless --model)
@@ -35,11 +35,15 @@ page at a wrong --url) fails its check with its first characters.
   --ca <pem file>        trust this CA (tls.mode self-signed: \`pulumi stack output caCertificate\`);
                          a relative path starts at the repository's root, where npm runs the script
   --timeout-seconds <n>  per request, a streamed answer to its end (1 to 3600; default 60)
+  --json                 once the checks have run, one JSON object on stdout: {url, ok, passed,
+                         failed, checks: [{name, ok, ms, detail}]}; the lines above go to
+                         stderr then. A bad flag or no key: no JSON, exit 1, why on stderr
 
 Examples:
   export ${API_KEY_ENV}="$(pulumi stack output apiKeys --show-secrets --stack acme | jq -r .app)"
   npm run smoke-test -- --url "$(pulumi stack output endpoint --stack acme)"
-  npm run smoke-test -- --url https://llm.example.com/v1 --model qwen2.5-7b --ca ca.pem`;
+  npm run smoke-test -- --url https://llm.example.com/v1 --model qwen2.5-7b --ca ca.pem
+  npm run --silent smoke-test -- --url "$ACME_URL" --json > smoke.json   # in CI: jq '.checks[] | select(.ok | not)' smoke.json`;
 
 const OPTIONS = {
   url: { type: "string" },
@@ -47,6 +51,7 @@ const OPTIONS = {
   model: { type: "string" },
   ca: { type: "string" },
   "timeout-seconds": { type: "string" },
+  json: { type: "boolean" },
 } as const;
 
 export interface SmokeOptions {
@@ -289,11 +294,20 @@ function keyCharacters(key: string, source: string): void {
   throw new UsageError(`${source} holds ${stray}, which no API key has (printable ASCII only): ${why}`);
 }
 
-export async function runSmokeTest(opts: SmokeOptions, io: Io): Promise<number> {
-  io.out(`Smoke test of ${opts.url}${opts.model ? ` (model ${opts.model})` : ""}`);
-  const results = await smokeTest(opts, (r) => io.out(formatResult(r)));
+/**
+ * `json`: the results as one object on stdout once every check has run, for a CI job that gates
+ * on it; the lines, as they come, go to stderr then, so a job's log still shows progress.
+ */
+export async function runSmokeTest(opts: SmokeOptions, io: Io, json = false): Promise<number> {
+  const say = json ? io.err : io.out;
+  say(`Smoke test of ${opts.url}${opts.model ? ` (model ${opts.model})` : ""}`);
+  const results = await smokeTest(opts, (r) => say(formatResult(r)));
   const failed = results.filter((r) => !r.ok);
-  io.out(failed.length === 0 ? `All ${results.length} checks passed.` : `${failed.length} of ${results.length} checks failed: ${failed.map((r) => r.name).join(", ")}.`);
+  say(failed.length === 0 ? `All ${results.length} checks passed.` : `${failed.length} of ${results.length} checks failed: ${failed.map((r) => r.name).join(", ")}.`);
+  if (json) {
+    const checks = results.map(({ name, ok, ms, detail }) => ({ name, ok, ms: Math.round(ms), detail })); // whole ms, as the lines show them
+    io.out(JSON.stringify({ url: opts.url, ok: failed.length === 0, passed: results.length - failed.length, failed: failed.length, checks }, null, 2));
+  }
   return failed.length === 0 ? 0 : 1;
 }
 
@@ -307,7 +321,7 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     }
     const opts = smokeOptions(values, deps.env);
     if (values.ca !== undefined) trustCa(readCa(values.ca));
-    return runSmokeTest(opts, deps.io);
+    return runSmokeTest(opts, deps.io, values.json === true);
   });
 }
 
