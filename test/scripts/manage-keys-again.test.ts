@@ -1,21 +1,14 @@
 // Found by review: a rotation script run again (revoke by a name an earlier rotation left revoked, --json alike either way), and the command word before flags given first.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApiKey } from "../../scripts/lib/admin-client.ts";
-import { memoryIo } from "../../scripts/lib/cli.ts";
-import { main } from "../../scripts/manage-keys.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
-import { tempDir } from "../support/tools.ts";
-import { FakePulumi } from "./fake-pulumi.ts";
+import { runManageKeys } from "./run-manage-keys.ts";
 
 let h: Harness;
 beforeAll(async () => { h = await startShim(); });
 afterAll(() => h.close());
 
-async function keys(argv: string[]) {
-  const io = memoryIo();
-  const code = await main(argv, { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir() });
-  return { code, out: io.stdout.join("\n"), err: io.stderr.join("\n") };
-}
+const keys = (argv: string[]) => runManageKeys(h, argv);
 const NO_HINT = (f: string) => `Unknown option '${f}'. (npm run manage-keys -- --help lists the options)`;
 
 describe("commandWord", () => {

@@ -1,27 +1,15 @@
-import { execFileSync } from "node:child_process";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApiKey } from "../../scripts/lib/admin-client.ts";
-import { memoryIo } from "../../scripts/lib/cli.ts";
-import { main } from "../../scripts/manage-keys.ts";
 import { frontProxy } from "../support/front-proxy.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
-import { tempDir } from "../support/tools.ts";
-import { FakePulumi } from "./fake-pulumi.ts";
+import { runManageKeys, shellWords } from "./run-manage-keys.ts";
 
 let h: Harness;
 beforeAll(async () => { h = await startShim(); });
 afterAll(() => h.close());
 
-async function keys(argv: string[]) {
-  const io = memoryIo();
-  const code = await main(argv, { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir() });
-  const err = io.stderr.join("\n");
-  return { code, io, out: io.stdout.join("\n"), err, lastLine: err.split("\n").at(-1) };
-}
+const keys = (argv: string[]) => runManageKeys(h, argv);
 
-/** The words bash makes of a printed manage-keys command (after "npm run manage-keys --"). */
-const shellWords = (command: string): string[] =>
-  execFileSync("bash", ["-c", `set -- ${command.replace(/^npm run manage-keys -- /, "")}; printf '%s\\0' "$@"`], { encoding: "utf8" }).split("\0").slice(0, -1);
 
 async function named(name: string): Promise<ApiKey[]> {
   const r = await keys(["list", "--url", h.url, "--json"]);

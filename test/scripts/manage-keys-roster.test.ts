@@ -15,6 +15,7 @@ import { main } from "../../scripts/manage-keys.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 import { pollUntil, tempDir } from "../support/tools.ts";
 import { FakePulumi } from "./fake-pulumi.ts";
+import { runManageKeys } from "./run-manage-keys.ts";
 
 let h: Harness;
 beforeAll(async () => {
@@ -23,10 +24,7 @@ beforeAll(async () => {
 afterAll(() => h.close());
 
 /** Runs manage-keys in `root` (where npm would run it), the admin token in the environment. */
-async function keys(argv: string[], root = tempDir(), io: Io & { stdout: string[]; stderr: string[] } = memoryIo()) {
-  const code = await main(argv, { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root });
-  return { code, out: io.stdout.join("\n"), err: io.stderr.join("\n"), root };
-}
+const keys = (argv: string[], root = tempDir(), io: Io & { stdout: string[]; stderr: string[] } = memoryIo()) => runManageKeys(h, argv, { root, io });
 
 async function listed(): Promise<ApiKey[]> {
   const r = await keys(["list", "--url", h.url, "--json"]);

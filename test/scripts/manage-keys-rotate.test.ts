@@ -2,13 +2,10 @@ import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { generateKey } from "../../api-shim/src/auth/keys.ts";
 import type { ApiKey, CreatedKey } from "../../scripts/lib/admin-client.ts";
-import { memoryIo } from "../../scripts/lib/cli.ts";
-import { main } from "../../scripts/manage-keys.ts";
 import { type FrontAnswer, frontProxy } from "../support/front-proxy.ts";
 import { olderShim } from "../support/older-shim.ts";
 import { DEFAULT_FILE, startShim, type Harness } from "../support/shim-harness.ts";
-import { tempDir } from "../support/tools.ts";
-import { FakePulumi } from "./fake-pulumi.ts";
+import { runManageKeys } from "./run-manage-keys.ts";
 
 /**
  * `manage-keys rotate`: a leaked key gets a new secret and keeps its id, name, balance and usage
@@ -21,12 +18,7 @@ beforeAll(async () => {
 });
 afterAll(() => h.close());
 
-async function keys(argv: string[]) {
-  const io = memoryIo();
-  const code = await main(argv, { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir() });
-  const err = io.stderr.join("\n");
-  return { code, out: io.stdout.join("\n"), err, lastLine: err.split("\n").at(-1) };
-}
+const keys = (argv: string[]) => runManageKeys(h, argv);
 
 const chat = (key: string) => h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "Hello" }], max_tokens: 4 });
 const listed = async (): Promise<ApiKey[]> => JSON.parse((await keys(["list", "--url", h.url, "--json"])).out) as ApiKey[];

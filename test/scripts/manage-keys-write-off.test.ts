@@ -2,13 +2,10 @@
 // leftover) through POST /admin/keys/{id}/debits, against a real shim; shaped as top-up.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApiKey } from "../../scripts/lib/admin-client.ts";
-import { memoryIo } from "../../scripts/lib/cli.ts";
-import { main } from "../../scripts/manage-keys.ts";
 import { frontProxy } from "../support/front-proxy.ts";
 import { LISTED_KEY, olderShim } from "../support/older-shim.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
-import { tempDir } from "../support/tools.ts";
-import { FakePulumi } from "./fake-pulumi.ts";
+import { runManageKeys } from "./run-manage-keys.ts";
 
 let h: Harness;
 beforeAll(async () => {
@@ -16,12 +13,7 @@ beforeAll(async () => {
 });
 afterAll(() => h.close());
 
-async function keys(argv: string[], url = h.url) {
-  const io = memoryIo();
-  const code = await main([argv[0]!, "--url", url, ...argv.slice(1)], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir() });
-  const err = io.stderr.join("\n");
-  return { code, out: io.stdout.join("\n"), err, lastLine: err.split("\n").at(-1) };
-}
+const keys = (argv: string[], url = h.url) => runManageKeys(h, [argv[0]!, "--url", url, ...argv.slice(1)]);
 const listed = async (id: string) => (JSON.parse((await keys(["list", "--json"])).out) as ApiKey[]).find((k) => k.id === id)!;
 
 describe("manage-keys write-off", () => {

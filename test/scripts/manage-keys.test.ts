@@ -1,4 +1,3 @@
-import { execFileSync } from "node:child_process";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import OpenAI from "openai";
@@ -6,13 +5,14 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApiKey, CreatedKey } from "../../scripts/lib/admin-client.ts";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { adminClient, keyStatus } from "../../scripts/lib/admin-client.ts";
-import { main, runCommand } from "../../scripts/manage-keys.ts";
+import { runCommand } from "../../scripts/manage-keys.ts";
 import { originOf } from "../../scripts/lib/tenant-target.ts";
 import { type FrontAnswer, frontProxy } from "../support/front-proxy.ts";
 import { olderShim } from "../support/older-shim.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
-import { freePort, tempDir } from "../support/tools.ts";
+import { freePort } from "../support/tools.ts";
 import { FakePulumi } from "./fake-pulumi.ts";
+import { runManageKeys, shellWords } from "./run-manage-keys.ts";
 
 let h: Harness;
 beforeAll(async () => {
@@ -21,19 +21,7 @@ beforeAll(async () => {
 afterAll(() => h.close());
 
 /** Runs manage-keys against the test's shim; the admin token in the environment, as an operator would. */
-async function keys(argv: string[], options: { env?: NodeJS.ProcessEnv; pulumi?: FakePulumi } = {}) {
-  const io = memoryIo();
-  // An operator at a terminal, whatever vitest's stdin is (a CI job's run: manage-keys-unattended.test.ts).
-  const code = await main(argv, { io, env: options.env ?? { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: options.pulumi ?? new FakePulumi(), root: tempDir(), stdinIsTTY: true });
-  const err = io.stderr.join("\n");
-  /** What the operator reads last. */
-  const lastLine = err.split("\n").at(-1);
-  return { code, io, out: io.stdout.join("\n"), err, lastLine };
-}
-
-/** The words bash makes of a printed manage-keys command (after "npm run manage-keys --"), as npm would pass them. */
-const shellWords = (command: string): string[] =>
-  execFileSync("bash", ["-c", `set -- ${command.replace(/^npm run manage-keys -- /, "")}; printf '%s\\0' "$@"`], { encoding: "utf8" }).split("\0").slice(0, -1);
+const keys = (argv: string[], options: { env?: NodeJS.ProcessEnv; pulumi?: FakePulumi } = {}) => runManageKeys(h, argv, options);
 
 const chat = (key: string) =>
   h.client(key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "Hello" }], max_tokens: 4 });
