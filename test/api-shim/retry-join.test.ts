@@ -121,6 +121,29 @@ describe("an SDK's retry of a non-streamed request whose client left", () => {
     expect(await balance(h, id)).toBe(CREDITS * CREDIT - first.cost! * CREDIT);
   });
 
+  it("a key at its concurrency cap, or with its tokens/min spent by the generation, still joins: the retry takes neither", async () => {
+    const tiers = { one: { rpm: 1000, tpm: 1_000_000, concurrency: 1 }, spent: { rpm: 1000, tpm: 20, concurrency: null } };
+    const h = await start({ file: { ...FILE, tiers }, fake: FAKE });
+    // Its one place is the left generation's while it runs (2 s): the retry used to get the 429 and, its retries spent the same way, never the answer.
+    const capped = await h.createKey({ credits: CREDITS, tier: "one" });
+    h.fake.set({ tokenDelayMs: 100, defaultTokens: 20 });
+    await postAndLeave(h, capped.key, BODY, () => h.fake.counters.received > 0);
+    const waited = await h.post(capped.key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "1" });
+    expect(waited.status).toBe(200);
+    expect(waited.headers.get("x-joined-request-id")).not.toBeNull();
+    // The generation's own estimate spent the minute's tokens: the retry generates nothing, so it is not refused for them.
+    const spent = await h.createKey({ credits: CREDITS, tier: "spent" });
+    h.fake.set({ tokenDelayMs: 20 });
+    await leaveAndWaitForCharge(h, spent.key, spent.id);
+    const joined = await h.post(spent.key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "1" });
+    expect(joined.status).toBe(200);
+    expect(joined.headers.get("x-joined-request-id")).not.toBeNull();
+    expect(h.fake.counters.received).toBe(2);
+    // A retry with nothing to join is still held to both.
+    const other = await h.post(spent.key, "/v1/chat/completions", { ...BODY, max_tokens: 19 }, { "x-stainless-retry-count": "1" });
+    expect(other.status).toBe(429);
+  });
+
   it("a retry of a left generation that then fails is generated itself, charged once", async () => {
     const h = await start({ file: FILE, fake: FAKE });
     const { key, id } = await h.createKey({ credits: CREDITS });

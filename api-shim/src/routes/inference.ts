@@ -63,6 +63,11 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   request.shim.routeLogs = true; // every way out below writes the request's line, a client that left included
   if (ctx.inflight.draining) throw ctx.inflight.refusal();
   const checks = checked(ctx, kind, request);
+  // An SDK's retry of a generation its client left (joined-retry.ts): that answer, charged once.
+  // Before the key's place in flight (and the tokens/min check): it generates nothing, and that
+  // generation, still running, may hold the key's last place.
+  const left = joinable(ctx, request, upstreamPath, checks.req.stream);
+  if (left && (await answerJoined(ctx, request, reply, left, checks.req.model))) return reply;
   // Requests in flight for this key, under the tier's cap: counted from here until the request
   // ends, streams included. Counted without a cap too: a key whose tier gains one (a bootstrap
   // key re-applied by another replica's start) has its requests already in flight counted. (The
@@ -72,11 +77,6 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   const cap = auth.limits.concurrency;
   if (!ctx.limiter.enter(auth.key.id, cap ?? Infinity) && !(await placeFreed(ctx, reply, cap!, true))) throw tooManyInFlight(ctx, auth, cap!); // only a cap refuses
   try {
-    // An SDK's retry of a generation its client left (joined-retry.ts): that answer, charged once.
-    const left = joinable(ctx, request, upstreamPath, checks.req.stream);
-    if (left) {
-      if (await answerJoined(ctx, request, reply, left, checks.req.model)) return reply;
-    }
     return await admitted(ctx, kind, upstreamPath, request, reply, checks);
   } finally {
     ctx.limiter.leave(auth.key.id);

@@ -22,6 +22,16 @@ export const RETRY_COUNT = "x-stainless-retry-count";
 export const JOINED_HEADER = "x-joined-request-id";
 
 /**
+ * Whether `request` may join a left generation of `keyId`'s, before its body is read: it says it
+ * is a retry and the key has one. The auth hook then leaves the key's place in flight and its
+ * tokens/min to the handler, which checks both only if it does not join.
+ */
+export function mayJoin(ctx: ShimContext, request: FastifyRequest, keyId: string): boolean {
+  const count = request.headers[RETRY_COUNT];
+  return count !== undefined && count !== "0" && ctx.leftGenerations.has(keyId);
+}
+
+/**
  * The left generation `request` may join: none unless it says it is a retry and its key has a
  * left generation (no hashing otherwise), then the same route and body bytes.
  */
