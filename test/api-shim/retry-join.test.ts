@@ -144,6 +144,27 @@ describe("an SDK's retry of a non-streamed request whose client left", () => {
     expect(other.status).toBe(429);
   });
 
+  it("identical calls left together (n samples of one prompt) and retried together each get a generation of their own", async () => {
+    const h = await start({ file: FILE, fake: FAKE });
+    const { key, id } = await h.createKey({ credits: CREDITS });
+    h.fake.set({ tokenDelayMs: 50, defaultTokens: 20 }); // 1 s
+    await Promise.all([
+      postAndLeave(h, key, BODY, () => h.fake.counters.received > 0),
+      postAndLeave(h, key, BODY, () => h.fake.counters.received > 1),
+    ]);
+    const retries = await Promise.all([1, 2].map(() => h.post(key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "1" })));
+    const joined = retries.map((r) => r.headers.get("x-joined-request-id"));
+    expect(retries.map((r) => r.status)).toEqual([200, 200]);
+    expect(joined[0]).not.toBeNull();
+    expect(joined[1]).not.toBeNull();
+    // Both generations were charged: each answer goes to one of them, not one answer to both and the other never.
+    expect(joined[0]).not.toBe(joined[1]);
+    await aWhile();
+    expect(h.fake.counters.received).toBe(2);
+    const charged = requestLines(h, id).filter((l) => l.status === 499).reduce((n, l) => n + (l.cost as number), 0);
+    expect(await balance(h, id)).toBe(CREDITS * CREDIT - charged * CREDIT);
+  });
+
   it("a retry of a left generation that then fails is generated itself, charged once", async () => {
     const h = await start({ file: FILE, fake: FAKE });
     const { key, id } = await h.createKey({ credits: CREDITS });

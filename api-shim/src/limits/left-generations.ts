@@ -52,6 +52,12 @@ export class LeftGeneration {
   private failure: ShimError | undefined;
   /** No more to come: answered, failed, or dropped. */
   ended = false;
+  /**
+   * A retry is joining it (waiting, or being sent its answer): another retry of the same bytes
+   * then joins another such generation, or generates its own. Identical calls left together (n
+   * samples of one prompt) each get their own answer, not one answer given to all, the others charged and lost.
+   */
+  claimed = false;
   private readonly owner: LeftGenerations;
   private readonly waiters: ((outcome: KeptAnswer | ShimError | undefined) => void)[] = [];
   private timer: NodeJS.Timeout | undefined;
@@ -145,12 +151,12 @@ export class LeftGenerations {
     return this.byKey.has(keyId);
   }
 
-  /** `keyId`'s generation of the same call (route and body bytes), generating or finished. */
+  /** `keyId`'s generation of the same call (route and body bytes), generating or finished, that no other retry is joining. */
   find(keyId: string, route: string, body: Buffer): LeftGeneration | undefined {
     const mine = this.byKey.get(keyId);
     if (!mine) return undefined;
     const hash = callHash(route, body);
-    for (const g of mine) if (g.hash === hash) return g;
+    for (const g of mine) if (g.hash === hash && !g.claimed) return g;
     return undefined;
   }
 

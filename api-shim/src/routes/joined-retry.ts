@@ -57,6 +57,9 @@ export async function answerJoined(ctx: ShimContext, request: FastifyRequest, re
   const onClose = () => reply.raw.writableFinished || ac.abort("client");
   reply.raw.on("close", onClose);
   if (reply.raw.destroyed) onClose();
+  // This retry's, until it is delivered whole (then forgotten) or not delivered (then the next retry's).
+  g.claimed = true;
+  let sending = false;
   try {
     const answer = await g.outcome(ac.signal);
     const s = request.shim;
@@ -79,10 +82,13 @@ export async function answerJoined(ctx: ShimContext, request: FastifyRequest, re
     reply.raw.writeHead(answer.status, { "x-request-id": request.id, ...answer.headers, [JOINED_HEADER]: g.requestId });
     // Delivered whole: forgotten, so a later retry of another call with the same body generates its own.
     reply.raw.once("finish", () => ctx.leftGenerations.drop(g));
+    reply.raw.once("close", () => reply.raw.writableFinished || (g.claimed = false));
+    sending = true;
     reply.raw.end(answer.body);
     finishRequest(ctx, request, answer.status);
     return true;
   } finally {
+    if (!sending) g.claimed = false;
     reply.raw.off("close", onClose);
     done();
   }
