@@ -93,17 +93,21 @@ describe("an SDK's retry of a non-streamed request whose client left", () => {
     expect(await balance(h, b.id)).toBeLessThan(CREDITS * CREDIT);
   });
 
-  it("a retry of a different body, or of a streamed request, is generated", async () => {
+  it("a retry of a different body, of another price (?batch=1), or of a streamed request, is generated", async () => {
     const h = await start({ file: FILE, fake: FAKE });
     const { key, id } = await h.createKey({ credits: CREDITS });
     h.fake.set({ tokenDelayMs: 20, defaultTokens: 20 });
     await leaveAndWaitForCharge(h, key, id);
     const other = await h.post(key, "/v1/chat/completions", { ...BODY, max_tokens: 19 }, { "x-stainless-retry-count": "1" });
     expect(other.headers.get("x-joined-request-id")).toBeNull();
+    // ?batch=1 asks for another price: another call, whose answer says batch_request true.
+    const batched = await h.post(key, "/v1/chat/completions?batch=1", BODY, { "x-stainless-retry-count": "1" });
+    expect(batched.headers.get("x-joined-request-id")).toBeNull();
+    expect(((await batched.json()) as { batch_request: boolean }).batch_request).toBe(true);
     const streamed = await h.post(key, "/v1/chat/completions", { ...BODY, stream: true }, { "x-stainless-retry-count": "1" });
     await streamed.text();
     expect(streamed.headers.get("x-joined-request-id")).toBeNull();
-    expect(h.fake.counters.received).toBe(3);
+    expect(h.fake.counters.received).toBe(4);
   });
 
   it("a retry sent while the left generation is still running waits for it and gets its answer", async () => {

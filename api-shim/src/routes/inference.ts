@@ -21,7 +21,7 @@ import { countUpstreamFailure, isAbort, readBody, readLimited, type UpstreamResp
 import type { UpstreamFailureReason } from "../upstream/failure-reasons.ts";
 import { upstreamErrorBody, upstreamStatusError } from "../upstream/upstream-errors.ts";
 import type { LeftGeneration } from "../limits/left-generations.ts";
-import { answerJoined, joinable, keepAnswer } from "./joined-retry.ts";
+import { answerJoined, callOf, joinable, keepAnswer } from "./joined-retry.ts";
 
 const ROUTES: readonly [string, InferenceKind, string][] = [
   ["/v1/chat/completions", "chat", "/chat/completions"],
@@ -66,7 +66,7 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   // An SDK's retry of a generation its client left (joined-retry.ts): that answer, charged once.
   // Before the key's place in flight (and the tokens/min check): it generates nothing, and that
   // generation, still running, may hold the key's last place.
-  const left = joinable(ctx, request, upstreamPath, checks.req.stream);
+  const left = joinable(ctx, request, callOf(upstreamPath, checks.batch), checks.req.stream);
   if (left && (await answerJoined(ctx, request, reply, left, checks.req.model))) return reply;
   // Requests in flight for this key, under the tier's cap: counted from here until the request
   // ends, streams included. Counted without a cap too: a key whose tier gains one (a bootstrap
@@ -181,7 +181,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       return void lease.release();
     }
     left = true;
-    if (sentBytes) remembered = ctx.leftGenerations.remember(auth.key.id, upstreamPath, sentBytes, request.id);
+    if (sentBytes) remembered = ctx.leftGenerations.remember(auth.key.id, callOf(upstreamPath, batch), sentBytes, request.id);
     sentBytes = undefined;
   };
   reply.raw.on("close", onClose);

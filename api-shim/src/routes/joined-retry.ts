@@ -21,6 +21,11 @@ export const RETRY_COUNT = "x-stainless-retry-count";
 /** On a joined retry's answer: the request whose generation (and charge) it is. */
 export const JOINED_HEADER = "x-joined-request-id";
 
+/** What names a call besides its body: its route, and its price (`?batch=1`, the one query the inference routes read). */
+export function callOf(upstreamPath: string, batch: boolean): string {
+  return batch ? `${upstreamPath}?batch=1` : upstreamPath;
+}
+
 /**
  * Whether `request` may join a left generation of `keyId`'s, before its body is read: it says it
  * is a retry and the key has one. The auth hook then leaves the key's place in flight and its
