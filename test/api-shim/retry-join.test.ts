@@ -148,6 +148,22 @@ describe("an SDK's retry of a non-streamed request whose client left", () => {
     expect(other.status).toBe(429);
   });
 
+  it("a marked retry with nothing to join, refused at the key's cap after its body was read, spends its request: requests/min still bounds the bodies such a key has parsed", async () => {
+    const h = await start({ file: { ...FILE, tiers: { one: { rpm: 5, tpm: 1_000_000, concurrency: 1 } } }, fake: FAKE });
+    const { key } = await h.createKey({ credits: CREDITS, tier: "one" });
+    h.fake.set({ tokenDelayMs: 250, defaultTokens: 20 }); // 5 s: the key's one place is the left generation's throughout
+    await postAndLeave(h, key, BODY, () => h.fake.counters.received > 0);
+    const messages: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const res = await h.post(key, "/v1/chat/completions", { ...BODY, max_tokens: 10 + i }, { "x-stainless-retry-count": "1" });
+      expect(res.status).toBe(429);
+      messages.push(((await res.json()) as { error: { message: string } }).error.message);
+    }
+    // The first four were read and refused at the cap; the fifth is refused by requests/min before its body is read.
+    expect(messages.slice(0, 4).every((m) => m.includes("in flight"))).toBe(true);
+    expect(messages[4]).not.toContain("in flight");
+  });
+
   it("identical calls left together (n samples of one prompt) and retried together each get a generation of their own", async () => {
     const h = await start({ file: FILE, fake: FAKE });
     const { key, id } = await h.createKey({ credits: CREDITS });
