@@ -33,7 +33,7 @@ export function callOf(upstreamPath: string, batch: boolean): string {
  */
 export function mayJoin(ctx: ShimContext, request: FastifyRequest, keyId: string): boolean {
   const count = request.headers[RETRY_COUNT];
-  return count !== undefined && count !== "0" && ctx.leftGenerations.has(keyId);
+  return count !== undefined && count !== "0" && Number(count) >= 1 && ctx.leftGenerations.has(keyId);
 }
 
 /**
@@ -41,10 +41,8 @@ export function mayJoin(ctx: ShimContext, request: FastifyRequest, keyId: string
  * left generation (no hashing otherwise), then the same route and body bytes.
  */
 export function joinable(ctx: ShimContext, request: FastifyRequest, route: string, stream: boolean): LeftGeneration | undefined {
-  const count = request.headers[RETRY_COUNT];
-  if (count === undefined || count === "0" || stream) return undefined;
   const keyId = request.auth!.key.id;
-  if (!ctx.leftGenerations.has(keyId) || !(Number(count) >= 1) || !request.rawBody) return undefined;
+  if (stream || !mayJoin(ctx, request, keyId) || !request.rawBody) return undefined;
   return ctx.leftGenerations.find(keyId, route, request.rawBody);
 }
 
