@@ -80,6 +80,24 @@ describe("an SDK's retry of a non-streamed request whose client left", () => {
     expect(h.fake.counters.received).toBe(4);
   });
 
+  it("a joined answer says what the key has left now, not what it had when the generation was charged; its charge is the generation's", async () => {
+    const h = await start({ file: { ...FILE, tiers: { t: { rpm: 100, tpm: 1_000_000, concurrency: null } } }, fake: FAKE });
+    const { key, id } = await h.createKey({ credits: CREDITS, tier: "t" });
+    h.fake.set({ tokenDelayMs: 20, defaultTokens: 20 });
+    const once = await leaveAndWaitForCharge(h, key, id);
+    h.fake.set({ tokenDelayMs: 0 });
+    for (let i = 0; i < 3; i++) await (await h.post(key, "/v1/chat/completions", { ...BODY, max_tokens: 5 })).text();
+    const now = (await balance(h, id)) / CREDIT;
+    const retry = await h.post(key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "1" });
+    expect(retry.headers.get("x-joined-request-id")).not.toBeNull();
+    expect(retry.headers.get("x-credits-charged")).toBe(String(once / CREDIT));
+    expect(Number(retry.headers.get("x-credits-remaining"))).toBe(now);
+    const body = (await retry.json()) as { credits_charged: number; credits_remaining: number };
+    expect(body).toMatchObject({ credits_charged: once / CREDIT, credits_remaining: now });
+    // This request's own place in the key's requests/min: the fifth of 100.
+    expect(retry.headers.get("x-ratelimit-remaining-requests")).toBe("95");
+  });
+
   it("another key's retry of the same body never joins: generated and charged to that key", async () => {
     const h = await start({ file: FILE, fake: FAKE });
     const a = await h.createKey({ credits: CREDITS });

@@ -29,12 +29,17 @@ export const KEPT_BYTES = 64 * 1024 * 1024;
 /** Generations remembered at once (generating or finished), oldest dropped first. */
 export const KEPT_ENTRIES = 1000;
 
-/** A left generation's answer, as its client would have had it. */
+/**
+ * A left generation's answer and its charge. The credit members and headers are added when it is
+ * delivered (joined-retry.ts): what the key has left and its limits are the retry's moment's.
+ */
 export interface KeptAnswer {
   status: number;
-  /** Its headers as they were: the charge, the key's limits, content type and length. */
-  headers: Record<string, string | number>;
+  /** The upstream's answer, as read. */
   body: Buffer;
+  /** What the generation was charged. */
+  cost: number;
+  batch: boolean;
 }
 
 /** A hash of what makes two requests the same call: the route and the body's bytes. */

@@ -79,15 +79,22 @@ export async function answerJoined(ctx: ShimContext, request: FastifyRequest, re
     }
     if (!answer) return false;
     if (answer instanceof ShimError) throw answer; // the generation ran out of time: told final, not run again
+    // What the key has left now (other requests may have been charged since the generation was):
+    // the retry's figure, as its limits' headers are; the charge is the generation's.
+    // A store that fails to say: the key as read when the retry authenticated, rather than no answer.
+    const key = await ctx.store.getKey(request.auth!.key.id).catch(() => request.auth!.key);
+    const available = key ? key.balance - key.held : undefined;
+    const body = Buffer.concat(spliceJsonBytes(answer.body, { credits_charged: formatCredits(answer.cost), credits_remaining: formatCredits(available ?? 0), batch_request: String(answer.batch) }));
     reply.hijack();
     reply.raw.off("close", onClose);
     ctx.inflight.closeIfDraining(reply.raw);
-    reply.raw.writeHead(answer.status, { "x-request-id": request.id, ...answer.headers, [JOINED_HEADER]: g.requestId });
+    const headers = { "x-request-id": request.id, ...authHeaders(ctx, request, answer.cost, available), "content-type": "application/json", "content-length": body.length };
+    reply.raw.writeHead(answer.status, { ...headers, [JOINED_HEADER]: g.requestId });
     // Delivered whole: forgotten, so a later retry of another call with the same body generates its own.
     reply.raw.once("finish", () => ctx.leftGenerations.drop(g));
     reply.raw.once("close", () => reply.raw.writableFinished || (g.claimed = false));
     sending = true;
-    reply.raw.end(answer.body);
+    reply.raw.end(body);
     finishRequest(ctx, request, answer.status);
     return true;
   } finally {
@@ -97,8 +104,11 @@ export async function answerJoined(ctx: ShimContext, request: FastifyRequest, re
   }
 }
 
-/** What `g`'s retry will be answered with: the answer and its headers as its own client would have had them. */
-export function keepAnswer(ctx: ShimContext, request: FastifyRequest, g: LeftGeneration, status: number, answer: Buffer, batch: boolean, cost: number, available: number): void {
-  const body = Buffer.concat(spliceJsonBytes(answer, { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available), batch_request: String(batch) }));
-  g.answered({ status, body, headers: { ...authHeaders(ctx, request, cost, available), "content-type": "application/json", "content-length": body.length } });
+/** What `g`'s retry will be answered with: the answer as read, and what it was charged. */
+export function keepAnswer(g: LeftGeneration, status: number, answer: Buffer, batch: boolean, cost: number): void {
+  // A copy of its own size: the answer read may be a view of a larger buffer (one chunk of the
+  // socket's), which kept for minutes would hold more than the bytes KEPT_BYTES counts.
+  const body = Buffer.allocUnsafeSlow(answer.length);
+  answer.copy(body);
+  g.answered({ status, body, cost, batch });
 }
