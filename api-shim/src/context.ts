@@ -82,7 +82,11 @@ declare module "fastify" {
   }
   interface FastifyRequest {
     shim: RequestState;
-    auth?: { key: KeyRecord; buckets: KeyBuckets; limits: TierLimits };
+    /**
+     * `keepsRequest`: a refusal keeps the request requests/min took (refusals.ts, giveBackRequest): a retry the auth hook let
+     * through to join a left generation (joined-retry.ts mayJoin), whose body was read whatever its key's place and tokens.
+     */
+    auth?: { key: KeyRecord; buckets: KeyBuckets; limits: TierLimits; keepsRequest?: boolean };
     rawBody?: Buffer;
     /** Its body's bytes, counted against SHIM_BODY_MEMORY_BYTES (body-memory.ts); none without a body. */
     bodyHold?: BodyHold;

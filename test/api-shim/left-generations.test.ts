@@ -3,7 +3,7 @@ import { KEEP_MS, KEPT_BYTES, KEPT_ENTRIES, LeftGenerations } from "../../api-sh
 
 /** The memory of generations whose client left (for a retry to join) stays bounded: entries, bytes, time. */
 const body = (s: string) => Buffer.from(s);
-const answer = (bytes: number) => ({ status: 200, headers: {}, body: Buffer.alloc(bytes) });
+const answer = (bytes: number) => ({ status: 200, body: Buffer.alloc(bytes), cost: 1, batch: false });
 const never = new AbortController().signal;
 
 describe("left generations kept for a retry", () => {

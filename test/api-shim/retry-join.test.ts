@@ -80,6 +80,24 @@ describe("an SDK's retry of a non-streamed request whose client left", () => {
     expect(h.fake.counters.received).toBe(4);
   });
 
+  it("a joined answer says what the key has left now, not what it had when the generation was charged; its charge is the generation's", async () => {
+    const h = await start({ file: { ...FILE, tiers: { t: { rpm: 100, tpm: 1_000_000, concurrency: null } } }, fake: FAKE });
+    const { key, id } = await h.createKey({ credits: CREDITS, tier: "t" });
+    h.fake.set({ tokenDelayMs: 20, defaultTokens: 20 });
+    const once = await leaveAndWaitForCharge(h, key, id);
+    h.fake.set({ tokenDelayMs: 0 });
+    for (let i = 0; i < 3; i++) await (await h.post(key, "/v1/chat/completions", { ...BODY, max_tokens: 5 })).text();
+    const now = (await balance(h, id)) / CREDIT;
+    const retry = await h.post(key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "1" });
+    expect(retry.headers.get("x-joined-request-id")).not.toBeNull();
+    expect(retry.headers.get("x-credits-charged")).toBe(String(once / CREDIT));
+    expect(Number(retry.headers.get("x-credits-remaining"))).toBe(now);
+    const body = (await retry.json()) as { credits_charged: number; credits_remaining: number };
+    expect(body).toMatchObject({ credits_charged: once / CREDIT, credits_remaining: now });
+    // This request's own place in the key's requests/min: the fifth of 100.
+    expect(retry.headers.get("x-ratelimit-remaining-requests")).toBe("95");
+  });
+
   it("another key's retry of the same body never joins: generated and charged to that key", async () => {
     const h = await start({ file: FILE, fake: FAKE });
     const a = await h.createKey({ credits: CREDITS });
@@ -93,17 +111,21 @@ describe("an SDK's retry of a non-streamed request whose client left", () => {
     expect(await balance(h, b.id)).toBeLessThan(CREDITS * CREDIT);
   });
 
-  it("a retry of a different body, or of a streamed request, is generated", async () => {
+  it("a retry of a different body, of another price (?batch=1), or of a streamed request, is generated", async () => {
     const h = await start({ file: FILE, fake: FAKE });
     const { key, id } = await h.createKey({ credits: CREDITS });
     h.fake.set({ tokenDelayMs: 20, defaultTokens: 20 });
     await leaveAndWaitForCharge(h, key, id);
     const other = await h.post(key, "/v1/chat/completions", { ...BODY, max_tokens: 19 }, { "x-stainless-retry-count": "1" });
     expect(other.headers.get("x-joined-request-id")).toBeNull();
+    // ?batch=1 asks for another price: another call, whose answer says batch_request true.
+    const batched = await h.post(key, "/v1/chat/completions?batch=1", BODY, { "x-stainless-retry-count": "1" });
+    expect(batched.headers.get("x-joined-request-id")).toBeNull();
+    expect(((await batched.json()) as { batch_request: boolean }).batch_request).toBe(true);
     const streamed = await h.post(key, "/v1/chat/completions", { ...BODY, stream: true }, { "x-stainless-retry-count": "1" });
     await streamed.text();
     expect(streamed.headers.get("x-joined-request-id")).toBeNull();
-    expect(h.fake.counters.received).toBe(3);
+    expect(h.fake.counters.received).toBe(4);
   });
 
   it("a retry sent while the left generation is still running waits for it and gets its answer", async () => {
@@ -119,6 +141,66 @@ describe("an SDK's retry of a non-streamed request whose client left", () => {
     await aWhile();
     expect(h.fake.counters.received).toBe(1);
     expect(await balance(h, id)).toBe(CREDITS * CREDIT - first.cost! * CREDIT);
+  });
+
+  it("a key at its concurrency cap, or with its tokens/min spent by the generation, still joins: the retry takes neither", async () => {
+    const tiers = { one: { rpm: 1000, tpm: 1_000_000, concurrency: 1 }, spent: { rpm: 1000, tpm: 20, concurrency: null } };
+    const h = await start({ file: { ...FILE, tiers }, fake: FAKE });
+    // Its one place is the left generation's while it runs (2 s): the retry used to get the 429 and, its retries spent the same way, never the answer.
+    const capped = await h.createKey({ credits: CREDITS, tier: "one" });
+    h.fake.set({ tokenDelayMs: 100, defaultTokens: 20 });
+    await postAndLeave(h, capped.key, BODY, () => h.fake.counters.received > 0);
+    const waited = await h.post(capped.key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "1" });
+    expect(waited.status).toBe(200);
+    expect(waited.headers.get("x-joined-request-id")).not.toBeNull();
+    // The generation's own estimate spent the minute's tokens: the retry generates nothing, so it is not refused for them.
+    const spent = await h.createKey({ credits: CREDITS, tier: "spent" });
+    h.fake.set({ tokenDelayMs: 20 });
+    await leaveAndWaitForCharge(h, spent.key, spent.id);
+    const joined = await h.post(spent.key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "1" });
+    expect(joined.status).toBe(200);
+    expect(joined.headers.get("x-joined-request-id")).not.toBeNull();
+    expect(h.fake.counters.received).toBe(2);
+    // A retry with nothing to join is still held to both.
+    const other = await h.post(spent.key, "/v1/chat/completions", { ...BODY, max_tokens: 19 }, { "x-stainless-retry-count": "1" });
+    expect(other.status).toBe(429);
+  });
+
+  it("a marked retry with nothing to join, refused at the key's cap after its body was read, spends its request: requests/min still bounds the bodies such a key has parsed", async () => {
+    const h = await start({ file: { ...FILE, tiers: { one: { rpm: 5, tpm: 1_000_000, concurrency: 1 } } }, fake: FAKE });
+    const { key } = await h.createKey({ credits: CREDITS, tier: "one" });
+    h.fake.set({ tokenDelayMs: 250, defaultTokens: 20 }); // 5 s: the key's one place is the left generation's throughout
+    await postAndLeave(h, key, BODY, () => h.fake.counters.received > 0);
+    const messages: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const res = await h.post(key, "/v1/chat/completions", { ...BODY, max_tokens: 10 + i }, { "x-stainless-retry-count": "1" });
+      expect(res.status).toBe(429);
+      messages.push(((await res.json()) as { error: { message: string } }).error.message);
+    }
+    // The first four were read and refused at the cap; the fifth is refused by requests/min before its body is read.
+    expect(messages.slice(0, 4).every((m) => m.includes("in flight"))).toBe(true);
+    expect(messages[4]).not.toContain("in flight");
+  });
+
+  it("identical calls left together (n samples of one prompt) and retried together each get a generation of their own", async () => {
+    const h = await start({ file: FILE, fake: FAKE });
+    const { key, id } = await h.createKey({ credits: CREDITS });
+    h.fake.set({ tokenDelayMs: 50, defaultTokens: 20 }); // 1 s
+    await Promise.all([
+      postAndLeave(h, key, BODY, () => h.fake.counters.received > 0),
+      postAndLeave(h, key, BODY, () => h.fake.counters.received > 1),
+    ]);
+    const retries = await Promise.all([1, 2].map(() => h.post(key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "1" })));
+    const joined = retries.map((r) => r.headers.get("x-joined-request-id"));
+    expect(retries.map((r) => r.status)).toEqual([200, 200]);
+    expect(joined[0]).not.toBeNull();
+    expect(joined[1]).not.toBeNull();
+    // Both generations were charged: each answer goes to one of them, not one answer to both and the other never.
+    expect(joined[0]).not.toBe(joined[1]);
+    await aWhile();
+    expect(h.fake.counters.received).toBe(2);
+    const charged = requestLines(h, id).filter((l) => l.status === 499).reduce((n, l) => n + (l.cost as number), 0);
+    expect(await balance(h, id)).toBe(CREDITS * CREDIT - charged * CREDIT);
   });
 
   it("a retry of a left generation that then fails is generated itself, charged once", async () => {

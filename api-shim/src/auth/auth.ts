@@ -7,6 +7,7 @@ import { rateLimited, requestsSpent, tokensSpent, tooManyInFlight } from "../lim
 import { ClientLeftError, keyIsLive } from "../store/store.ts";
 import { placeFreed } from "../limits/key-waits.ts";
 import { urlPath } from "./url-path.ts";
+import { mayJoin } from "../routes/joined-retry.ts";
 
 /**
  * The onRequest hook: admin token for /admin/*, an API key for everything else. A request that
@@ -70,6 +71,10 @@ export function authHook(ctx: ShimContext) {
     // first: a key at its cap waits a little for a place (placeFreed), which is no use to it while
     // the budget is spent, and whose end would only have made `wait` (the Retry-After) stale.
     if (!inference) return;
+    // A retry that may join its left generation (joined-retry.ts) generates nothing: that
+    // generation holds the key's place and spent its tokens, and the retry would get the 429.
+    // The handler checks both if it does not join; a refusal then keeps its request (refusals.ts).
+    if (mayJoin(ctx, request, key.id)) return void (request.auth.keepsRequest = true);
     if (wait > 0) throw tokensSpent(ctx, request.auth, wait, undefined, request.routeOptions.url === "/v1/embeddings");
     if (limits.concurrency !== null && ctx.limiter.full(key.id, limits.concurrency) && !(await placeFreed(ctx, reply, limits.concurrency, false))) {
       throw tooManyInFlight(ctx, request.auth, limits.concurrency);

@@ -29,12 +29,17 @@ export const KEPT_BYTES = 64 * 1024 * 1024;
 /** Generations remembered at once (generating or finished), oldest dropped first. */
 export const KEPT_ENTRIES = 1000;
 
-/** A left generation's answer, as its client would have had it. */
+/**
+ * A left generation's answer and its charge. The credit members and headers are added when it is
+ * delivered (joined-retry.ts): what the key has left and its limits are the retry's moment's.
+ */
 export interface KeptAnswer {
   status: number;
-  /** Its headers as they were: the charge, the key's limits, content type and length. */
-  headers: Record<string, string | number>;
+  /** The upstream's answer, as read. */
   body: Buffer;
+  /** What the generation was charged. */
+  cost: number;
+  batch: boolean;
 }
 
 /** A hash of what makes two requests the same call: the route and the body's bytes. */
@@ -52,6 +57,12 @@ export class LeftGeneration {
   private failure: ShimError | undefined;
   /** No more to come: answered, failed, or dropped. */
   ended = false;
+  /**
+   * A retry is joining it (waiting, or being sent its answer): another retry of the same bytes
+   * then joins another such generation, or generates its own. Identical calls left together (n
+   * samples of one prompt) each get their own answer, not one answer given to all, the others charged and lost.
+   */
+  claimed = false;
   private readonly owner: LeftGenerations;
   private readonly waiters: ((outcome: KeptAnswer | ShimError | undefined) => void)[] = [];
   private timer: NodeJS.Timeout | undefined;
@@ -145,12 +156,12 @@ export class LeftGenerations {
     return this.byKey.has(keyId);
   }
 
-  /** `keyId`'s generation of the same call (route and body bytes), generating or finished. */
+  /** `keyId`'s generation of the same call (route and body bytes), generating or finished, that no other retry is joining. */
   find(keyId: string, route: string, body: Buffer): LeftGeneration | undefined {
     const mine = this.byKey.get(keyId);
     if (!mine) return undefined;
     const hash = callHash(route, body);
-    for (const g of mine) if (g.hash === hash) return g;
+    for (const g of mine) if (g.hash === hash && !g.claimed) return g;
     return undefined;
   }
 

@@ -81,11 +81,12 @@ export function reportsBusy(ctx: ShimContext, request: FastifyRequest, busy: Rep
  * A request refused before any work gives back the request the auth hook took from the
  * requests/min budget, so a client retrying while it waits (for a place in flight, for the
  * tokens budget) does not use that budget up. Returns the key's rate-limit headers as they then
- * stand, for the refusal.
+ * stand, for the refusal. Not for a retry let past the hook's checks to join (`keepsRequest`): its
+ * body was read and parsed, and only requests/min then bounds how many such bodies a key has parsed.
  */
 export function giveBackRequest(ctx: ShimContext, auth: Auth, inference: boolean): Record<string, string> {
   const mono = ctx.clock.monotonic();
-  auth.buckets.requests?.adjust(-1, mono);
+  if (!auth.keepsRequest) auth.buckets.requests?.adjust(-1, mono);
   return rateLimitHeaders(auth.buckets, mono, ctx.clock.now(), inference);
 }
 

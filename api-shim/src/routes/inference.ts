@@ -21,7 +21,7 @@ import { countUpstreamFailure, isAbort, readBody, readLimited, type UpstreamResp
 import type { UpstreamFailureReason } from "../upstream/failure-reasons.ts";
 import { upstreamErrorBody, upstreamStatusError } from "../upstream/upstream-errors.ts";
 import type { LeftGeneration } from "../limits/left-generations.ts";
-import { answerJoined, joinable, keepAnswer } from "./joined-retry.ts";
+import { answerJoined, callOf, joinable, keepAnswer } from "./joined-retry.ts";
 
 const ROUTES: readonly [string, InferenceKind, string][] = [
   ["/v1/chat/completions", "chat", "/chat/completions"],
@@ -63,6 +63,11 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   request.shim.routeLogs = true; // every way out below writes the request's line, a client that left included
   if (ctx.inflight.draining) throw ctx.inflight.refusal();
   const checks = checked(ctx, kind, request);
+  // An SDK's retry of a generation its client left (joined-retry.ts): that answer, charged once.
+  // Before the key's place in flight (and the tokens/min check): it generates nothing, and that
+  // generation, still running, may hold the key's last place.
+  const left = joinable(ctx, request, callOf(upstreamPath, checks.batch), checks.req.stream);
+  if (left && (await answerJoined(ctx, request, reply, left, checks.req.model))) return reply;
   // Requests in flight for this key, under the tier's cap: counted from here until the request
   // ends, streams included. Counted without a cap too: a key whose tier gains one (a bootstrap
   // key re-applied by another replica's start) has its requests already in flight counted. (The
@@ -72,11 +77,6 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   const cap = auth.limits.concurrency;
   if (!ctx.limiter.enter(auth.key.id, cap ?? Infinity) && !(await placeFreed(ctx, reply, cap!, true))) throw tooManyInFlight(ctx, auth, cap!); // only a cap refuses
   try {
-    // An SDK's retry of a generation its client left (joined-retry.ts): that answer, charged once.
-    const left = joinable(ctx, request, upstreamPath, checks.req.stream);
-    if (left) {
-      if (await answerJoined(ctx, request, reply, left, checks.req.model)) return reply;
-    }
     return await admitted(ctx, kind, upstreamPath, request, reply, checks);
   } finally {
     ctx.limiter.leave(auth.key.id);
@@ -181,7 +181,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       return void lease.release();
     }
     left = true;
-    if (sentBytes) remembered = ctx.leftGenerations.remember(auth.key.id, upstreamPath, sentBytes, request.id);
+    if (sentBytes) remembered = ctx.leftGenerations.remember(auth.key.id, callOf(upstreamPath, batch), sentBytes, request.id);
     sentBytes = undefined;
   };
   reply.raw.on("close", onClose);
@@ -264,7 +264,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       return await refused(ctx, request, settlement, err, reason);
     }
     // Read whole after its client left: charged as if delivered.
-    if (left) return await clientLeft(ctx, request, reply, settlement, answer.usage ?? REQUEST_PRICE_ONLY, (cost, available) => remembered && keepAnswer(ctx, request, remembered, res.status, answerBytes, batch, cost, available));
+    if (left) return await clientLeft(ctx, request, reply, settlement, answer.usage ?? REQUEST_PRICE_ONLY, (cost) => remembered && keepAnswer(remembered, res.status, answerBytes, batch, cost));
     // No usage from the upstream: charge the request price and no tokens rather than guess.
     const { cost, available } = await settlement.settle(res.status, answer.usage ?? REQUEST_PRICE_ONLY);
     // Seed 001's success body: the charge, what is left, and whether the batch price applied.

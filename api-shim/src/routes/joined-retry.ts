@@ -21,15 +21,28 @@ export const RETRY_COUNT = "x-stainless-retry-count";
 /** On a joined retry's answer: the request whose generation (and charge) it is. */
 export const JOINED_HEADER = "x-joined-request-id";
 
+/** What names a call besides its body: its route, and its price (`?batch=1`, the one query the inference routes read). */
+export function callOf(upstreamPath: string, batch: boolean): string {
+  return batch ? `${upstreamPath}?batch=1` : upstreamPath;
+}
+
+/**
+ * Whether `request` may join a left generation of `keyId`'s, before its body is read: it says it
+ * is a retry and the key has one. The auth hook then leaves the key's place in flight and its
+ * tokens/min to the handler, which checks both only if it does not join.
+ */
+export function mayJoin(ctx: ShimContext, request: FastifyRequest, keyId: string): boolean {
+  const count = request.headers[RETRY_COUNT];
+  return count !== undefined && count !== "0" && Number(count) >= 1 && ctx.leftGenerations.has(keyId);
+}
+
 /**
  * The left generation `request` may join: none unless it says it is a retry and its key has a
  * left generation (no hashing otherwise), then the same route and body bytes.
  */
 export function joinable(ctx: ShimContext, request: FastifyRequest, route: string, stream: boolean): LeftGeneration | undefined {
-  const count = request.headers[RETRY_COUNT];
-  if (count === undefined || count === "0" || stream) return undefined;
   const keyId = request.auth!.key.id;
-  if (!ctx.leftGenerations.has(keyId) || !(Number(count) >= 1) || !request.rawBody) return undefined;
+  if (stream || !mayJoin(ctx, request, keyId) || !request.rawBody) return undefined;
   return ctx.leftGenerations.find(keyId, route, request.rawBody);
 }
 
@@ -47,6 +60,9 @@ export async function answerJoined(ctx: ShimContext, request: FastifyRequest, re
   const onClose = () => reply.raw.writableFinished || ac.abort("client");
   reply.raw.on("close", onClose);
   if (reply.raw.destroyed) onClose();
+  // This retry's, until it is delivered whole (then forgotten) or not delivered (then the next retry's).
+  g.claimed = true;
+  let sending = false;
   try {
     const answer = await g.outcome(ac.signal);
     const s = request.shim;
@@ -63,23 +79,36 @@ export async function answerJoined(ctx: ShimContext, request: FastifyRequest, re
     }
     if (!answer) return false;
     if (answer instanceof ShimError) throw answer; // the generation ran out of time: told final, not run again
+    // What the key has left now (other requests may have been charged since the generation was):
+    // the retry's figure, as its limits' headers are; the charge is the generation's.
+    // A store that fails to say: the key as read when the retry authenticated, rather than no answer.
+    const key = await ctx.store.getKey(request.auth!.key.id).catch(() => request.auth!.key);
+    const available = key ? key.balance - key.held : undefined;
+    const body = Buffer.concat(spliceJsonBytes(answer.body, { credits_charged: formatCredits(answer.cost), credits_remaining: formatCredits(available ?? 0), batch_request: String(answer.batch) }));
     reply.hijack();
     reply.raw.off("close", onClose);
     ctx.inflight.closeIfDraining(reply.raw);
-    reply.raw.writeHead(answer.status, { "x-request-id": request.id, ...answer.headers, [JOINED_HEADER]: g.requestId });
+    const headers = { "x-request-id": request.id, ...authHeaders(ctx, request, answer.cost, available), "content-type": "application/json", "content-length": body.length };
+    reply.raw.writeHead(answer.status, { ...headers, [JOINED_HEADER]: g.requestId });
     // Delivered whole: forgotten, so a later retry of another call with the same body generates its own.
     reply.raw.once("finish", () => ctx.leftGenerations.drop(g));
-    reply.raw.end(answer.body);
+    reply.raw.once("close", () => reply.raw.writableFinished || (g.claimed = false));
+    sending = true;
+    reply.raw.end(body);
     finishRequest(ctx, request, answer.status);
     return true;
   } finally {
+    if (!sending) g.claimed = false;
     reply.raw.off("close", onClose);
     done();
   }
 }
 
-/** What `g`'s retry will be answered with: the answer and its headers as its own client would have had them. */
-export function keepAnswer(ctx: ShimContext, request: FastifyRequest, g: LeftGeneration, status: number, answer: Buffer, batch: boolean, cost: number, available: number): void {
-  const body = Buffer.concat(spliceJsonBytes(answer, { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available), batch_request: String(batch) }));
-  g.answered({ status, body, headers: { ...authHeaders(ctx, request, cost, available), "content-type": "application/json", "content-length": body.length } });
+/** What `g`'s retry will be answered with: the answer as read, and what it was charged. */
+export function keepAnswer(g: LeftGeneration, status: number, answer: Buffer, batch: boolean, cost: number): void {
+  // A copy of its own size: the answer read may be a view of a larger buffer (one chunk of the
+  // socket's), which kept for minutes would hold more than the bytes KEPT_BYTES counts.
+  const body = Buffer.allocUnsafeSlow(answer.length);
+  answer.copy(body);
+  g.answered({ status, body, cost, batch });
 }
