@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { KEEP_MS, KEPT_BYTES, KEPT_ENTRIES, LeftGenerations } from "../../api-shim/src/limits/left-generations.ts";
+import { callHash, KEEP_MS, KEPT_BYTES, KEPT_ENTRIES, LeftGenerations } from "../../api-shim/src/limits/left-generations.ts";
 
 /** The memory of generations whose client left (for a retry to join) stays bounded: entries, bytes, time. */
 const body = (s: string) => Buffer.from(s);
@@ -11,7 +11,7 @@ describe("left generations kept for a retry", () => {
 
   it("are found by key, route and body bytes, and only so", () => {
     const m = new LeftGenerations();
-    const g = m.remember("k1", "/chat/completions", body('{"a":1}'), "r1");
+    const g = m.remember("k1", callHash("/chat/completions", body('{"a":1}')), "r1");
     expect(m.find("k1", "/chat/completions", body('{"a":1}'))).toBe(g);
     expect(m.find("k1", "/chat/completions", body('{"a": 1}'))).toBeUndefined();
     expect(m.find("k1", "/completions", body('{"a":1}'))).toBeUndefined();
@@ -22,7 +22,7 @@ describe("left generations kept for a retry", () => {
   it("a finished answer is forgotten KEEP_MS after it was charged", async () => {
     vi.useFakeTimers();
     const m = new LeftGenerations();
-    const g = m.remember("k", "/r", body("x"), "r1");
+    const g = m.remember("k", callHash("/r", body("x")), "r1");
     g.answered(answer(10));
     vi.advanceTimersByTime(KEEP_MS - 1);
     expect(await m.find("k", "/r", body("x"))!.outcome(never)).toMatchObject({ status: 200 });
@@ -33,7 +33,7 @@ describe("left generations kept for a retry", () => {
 
   it("a generation that ends without an answer is forgotten, and who waited on it is told", async () => {
     const m = new LeftGenerations();
-    const g = m.remember("k", "/r", body("x"), "r1");
+    const g = m.remember("k", callHash("/r", body("x")), "r1");
     const waiting = g.outcome(never);
     g.end();
     expect(await waiting).toBeUndefined();
@@ -42,13 +42,13 @@ describe("left generations kept for a retry", () => {
 
   it("holds at most KEPT_ENTRIES generations and KEPT_BYTES of answers, the oldest dropped first", () => {
     const m = new LeftGenerations();
-    const first = m.remember("k", "/r", body("0"), "r0");
-    for (let i = 1; i <= KEPT_ENTRIES; i++) m.remember("k", "/r", body(String(i)), `r${i}`);
+    const first = m.remember("k", callHash("/r", body("0")), "r0");
+    for (let i = 1; i <= KEPT_ENTRIES; i++) m.remember("k", callHash("/r", body(String(i))), `r${i}`);
     expect(m.size).toBe(KEPT_ENTRIES);
     expect(first.ended).toBe(true);
     expect(m.find("k", "/r", body("0"))).toBeUndefined();
     const big = KEPT_BYTES / 2;
-    const [a, b, c] = ["a", "b", "c"].map((s) => m.remember("k", "/r", body(s), s));
+    const [a, b, c] = ["a", "b", "c"].map((s) => m.remember("k", callHash("/r", body(s)), s));
     a!.answered(answer(big));
     b!.answered(answer(big));
     expect(m.bytes).toBe(KEPT_BYTES);
@@ -56,7 +56,7 @@ describe("left generations kept for a retry", () => {
     expect(m.bytes).toBe(KEPT_BYTES);
     expect(m.find("k", "/r", body("a"))).toBeUndefined();
     expect(m.find("k", "/r", body("c"))).toBe(c);
-    const huge = m.remember("k", "/r", body("huge"), "h");
+    const huge = m.remember("k", callHash("/r", body("huge")), "h");
     huge.answered(answer(KEPT_BYTES + 1)); // not kept at all: its retry generates its own
     expect(m.find("k", "/r", body("huge"))).toBeUndefined();
     expect(m.bytes).toBe(KEPT_BYTES);

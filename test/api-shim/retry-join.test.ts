@@ -51,6 +51,19 @@ describe("an SDK's retry of a non-streamed request whose client left", () => {
     expect(lines.find((l) => l.status === 200)).toMatchObject({ cost: 0, joined: first.reqId });
   });
 
+  it("a body the shim rewrites before forwarding (here salted: cacheIsolation key) joins the same, by the client's bytes", async () => {
+    const h = await start({ file: { ...FILE, cacheIsolation: "key" }, fake: FAKE });
+    h.fake.set({ tokenDelayMs: 75, defaultTokens: 20 });
+    const { key, id } = await h.createKey({ credits: CREDITS });
+    const client = new OpenAI({ apiKey: key, baseURL: `${h.url}/v1`, timeout: 1000, maxRetries: 2 });
+    const { response } = await client.chat.completions.create(BODY as OpenAI.ChatCompletionCreateParamsNonStreaming).withResponse();
+    expect(typeof (JSON.parse(h.fake.requests.at(-1)!.body) as { cache_salt?: unknown }).cache_salt).toBe("string"); // what went upstream was rewritten
+    expect(response.headers.get("x-joined-request-id")).not.toBeNull();
+    await aWhile();
+    expect(h.fake.counters.received).toBe(1);
+    expect(await balance(h, id)).toBe((CREDITS - Number(response.headers.get("x-credits-charged"))) * CREDIT);
+  });
+
   it("the same body sent again without the retry header, or with retry count 0, is generated and charged again; a retry joins", async () => {
     const h = await start({ file: FILE, fake: FAKE });
     const { key, id } = await h.createKey({ credits: CREDITS });

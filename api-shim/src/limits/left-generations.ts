@@ -43,7 +43,8 @@ export interface KeptAnswer {
 }
 
 /** A hash of what makes two requests the same call: the route and the body's bytes. */
-function callHash(route: string, body: Buffer): string {
+/** What a call is remembered and found by: its route and its body's bytes as the client sent them. */
+export function callHash(route: string, body: Buffer): string {
   return createHash("sha256").update(route).update("\0").update(body).digest("base64url");
 }
 
@@ -140,9 +141,9 @@ export class LeftGenerations {
     return this.keptBytes;
   }
 
-  /** The client of a non-streamed request the upstream has left (`body`: its bytes as sent). */
-  remember(keyId: string, route: string, body: Buffer, requestId: string): LeftGeneration {
-    const g = new LeftGeneration(this, keyId, callHash(route, body), requestId);
+  /** The client of a non-streamed request the upstream has left (`call`: its callHash). */
+  remember(keyId: string, call: string, requestId: string): LeftGeneration {
+    const g = new LeftGeneration(this, keyId, call, requestId);
     while (this.all.size >= KEPT_ENTRIES) this.drop(this.all.values().next().value!);
     this.all.add(g);
     let mine = this.byKey.get(keyId);

@@ -20,7 +20,7 @@ import { clientLeft, failed, leftThenFailed, leftThenRefused, refused, REQUEST_P
 import { countUpstreamFailure, isAbort, readBody, readLimited, type UpstreamResponse } from "../upstream/upstream.ts";
 import type { UpstreamFailureReason } from "../upstream/failure-reasons.ts";
 import { upstreamErrorBody, upstreamStatusError } from "../upstream/upstream-errors.ts";
-import type { LeftGeneration } from "../limits/left-generations.ts";
+import { callHash, type LeftGeneration } from "../limits/left-generations.ts";
 import { answerJoined, callOf, joinable, keepAnswer } from "./joined-retry.ts";
 
 const ROUTES: readonly [string, InferenceKind, string][] = [
@@ -89,9 +89,13 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   const { req, modelConfig, batch } = checks;
   const continuous = modelConfig?.continuousUsage === true;
   // A non-streamed request's bytes as sent, kept (counted in its body hold, below) until it ends
-  // or its client leaves: that generation is then remembered for a retry by their hash.
-  let sentBytes = req.stream ? undefined : request.rawBody;
+  // or its client leaves: that generation is then remembered for a retry by their hash
+  // (callHash). Where the shim rewrote what it forwards (a relaxed schema, a default max_tokens,
+  // the cache salt), the client's bytes give way to their hash at once, so that the request holds
+  // one copy of its body, the forwarded one, as the body hold counts it (a review of the join).
+  let sentBytes: Buffer | string | undefined = req.stream ? undefined : request.rawBody;
   const facts = admission(ctx, kind, request, checks);
+  if (Buffer.isBuffer(sentBytes) && facts.upstreamBody !== sentBytes) sentBytes = callHash(callOf(upstreamPath, batch), sentBytes);
   const { estimate, hold } = facts;
   const reservationId = randomUUID();
   // In flight from before the hold: a drain that starts while the hold is being made waits for this request (and aborts it) instead of closing the store under it.
@@ -181,7 +185,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       return void lease.release();
     }
     left = true;
-    if (sentBytes) remembered = ctx.leftGenerations.remember(auth.key.id, callOf(upstreamPath, batch), sentBytes, request.id);
+    if (sentBytes) remembered = ctx.leftGenerations.remember(auth.key.id, typeof sentBytes === "string" ? sentBytes : callHash(callOf(upstreamPath, batch), sentBytes), request.id);
     sentBytes = undefined;
   };
   reply.raw.on("close", onClose);
