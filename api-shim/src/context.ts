@@ -84,7 +84,7 @@ declare module "fastify" {
     shim: RequestState;
     /**
      * `keepsRequest`: a refusal keeps the request requests/min took (refusals.ts, giveBackRequest): a retry the auth hook let
-     * through to join a left generation (joined-retry.ts mayJoin), whose body was read whatever its key's place and tokens.
+     * through to join a left generation (left-generations.ts mayJoin), whose body was read whatever its key's place and tokens.
      */
     auth?: { key: KeyRecord; buckets: KeyBuckets; limits: TierLimits; keepsRequest?: boolean };
     rawBody?: Buffer;

@@ -7,7 +7,7 @@ import { rateLimited, requestsSpent, tokensSpent, tooManyInFlight } from "../lim
 import { ClientLeftError, keyIsLive } from "../store/store.ts";
 import { placeFreed } from "../limits/key-waits.ts";
 import { urlPath } from "./url-path.ts";
-import { mayJoin } from "../routes/joined-retry.ts";
+import { mayJoin } from "../limits/left-generations.ts";
 
 /**
  * The onRequest hook: admin token for /admin/*, an API key for everything else. A request that

@@ -1,4 +1,6 @@
 import { createHash } from "node:crypto";
+import type { FastifyRequest } from "fastify";
+import type { ShimContext } from "../context.ts";
 import type { ShimError } from "../errors.ts";
 
 /**
@@ -184,4 +186,17 @@ export class LeftGenerations {
     if (mine.size === 0) this.byKey.delete(g.keyId);
     g.forget();
   }
+}
+
+/** The header the official SDKs number their attempts in, 0 on the first (routes/joined-retry.ts says whose). */
+export const RETRY_COUNT = "x-stainless-retry-count";
+
+/**
+ * Whether `request` may join a left generation of `keyId`'s, before its body is read: it says it
+ * is a retry and the key has one. The auth hook then leaves the key's place in flight and its
+ * tokens/min to the handler, which checks both only if it does not join.
+ */
+export function mayJoin(ctx: ShimContext, request: FastifyRequest, keyId: string): boolean {
+  const count = request.headers[RETRY_COUNT];
+  return count !== undefined && count !== "0" && Number(count) >= 1 && ctx.leftGenerations.has(keyId);
 }

@@ -27,6 +27,11 @@ export function readCachedTokens(u: object): number {
   return isCount(cached) ? cached : 0;
 }
 
+/** The cached tokens a request is charged for (promptCost) and its usage row records: none below 0, none past the prompt's. */
+export function cachedTokensCharged(promptTokens: number, cachedTokens: number): number {
+  return Math.min(Math.max(cachedTokens, 0), Math.max(promptTokens, 0));
+}
+
 /**
  * The charge for `promptTokens` of which `cachedTokens` were read from a cache, in µc: the cached
  * ones (no more than the prompt's) at `cachedPromptPer1k`, the rest at `promptPer1k`, rounded up
@@ -35,7 +40,7 @@ export function readCachedTokens(u: object): number {
  */
 export function promptCost(promptTokens: number, cachedTokens: number, price: ModelPrice): number {
   if (promptTokens <= 0) return 0;
-  const cached = Math.min(Math.max(cachedTokens, 0), promptTokens);
+  const cached = cachedTokensCharged(promptTokens, cachedTokens);
   const cachedPer1k = price.cachedPromptPer1k ?? price.promptPer1k;
   const micro1k = BigInt(promptTokens - cached) * BigInt(price.promptPer1k) + BigInt(cached) * BigInt(cachedPer1k);
   return micro1k <= 0n ? 0 : Number((micro1k + 999n) / 1000n);

@@ -6,6 +6,7 @@ import { storedUsage } from "../metering/usage-json.ts";
 import { creditsNumber } from "./money.ts";
 import type { Usage } from "./pricing.ts";
 import type { CacheLifetime } from "./cache-writes.ts";
+import { cachedTokensCharged } from "./cache-reads.ts";
 
 /**
  * The end of a request's money: turns its hold into a charge exactly once. Called with the
@@ -68,7 +69,7 @@ export class Settlement {
         requestId: request.id, keyId, at: ctx.clock.now(), route: this.kind, model: this.model, status,
         promptTokens: u.promptTokens, completionTokens: u.completionTokens, cost, stream: this.stream,
         ms: Math.round(performance.now() - request.shim.start), served: usage !== null,
-        priceId: ctx.pricer.price(this.model).id, batch: this.batch, cachedTokens: Math.min(u.cachedTokens ?? 0, u.promptTokens), // as charged (promptCost)
+        priceId: ctx.pricer.price(this.model).id, batch: this.batch, cachedTokens: cachedTokensCharged(u.promptTokens, u.cachedTokens ?? 0),
       },
     });
     // Requests of the key refused while this hold stood may now be covered (inference.ts).

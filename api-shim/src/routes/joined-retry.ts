@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
-import type { LeftGeneration } from "../limits/left-generations.ts";
+import { type LeftGeneration, mayJoin } from "../limits/left-generations.ts";
 import { authHeaders } from "../limits/response-headers.ts";
 import { formatCredits } from "../money/money.ts";
 import { finishRequest } from "../observability/request-line.ts";
@@ -15,25 +15,16 @@ import { spliceJsonBytes } from "../requests/json-splice.ts";
  * LlamaIndex.TS) sends `X-Stainless-Retry-Count: String(retryCount)` on every attempt, 0 on the
  * first (openai 7.57 client.js, buildHeaders, with makeRequest's `retryCount: maxRetries -
  * retriesRemaining`), and openai-python the same header. A request without it, or with 0, is
- * never joined: identical bodies sent on purpose (sampling n times) are each generated.
+ * never joined: identical bodies sent on purpose (sampling n times) are each generated
+ * (left-generations.ts, mayJoin, which the auth hook asks too).
  */
-export const RETRY_COUNT = "x-stainless-retry-count";
+
 /** On a joined retry's answer: the request whose generation (and charge) it is. */
 export const JOINED_HEADER = "x-joined-request-id";
 
 /** What names a call besides its body: its route, and its price (`?batch=1`, the one query the inference routes read). */
 export function callOf(upstreamPath: string, batch: boolean): string {
   return batch ? `${upstreamPath}?batch=1` : upstreamPath;
-}
-
-/**
- * Whether `request` may join a left generation of `keyId`'s, before its body is read: it says it
- * is a retry and the key has one. The auth hook then leaves the key's place in flight and its
- * tokens/min to the handler, which checks both only if it does not join.
- */
-export function mayJoin(ctx: ShimContext, request: FastifyRequest, keyId: string): boolean {
-  const count = request.headers[RETRY_COUNT];
-  return count !== undefined && count !== "0" && Number(count) >= 1 && ctx.leftGenerations.has(keyId);
 }
 
 /**
