@@ -44,6 +44,29 @@ async function startShimOn(databaseUrl: string, pricing: object, at: number, ups
 
 const admin = (shim: Shim, path: string, init: RequestInit = {}) => fetch(shim.url + path, { ...init, headers: { authorization: `Bearer ${ADMIN}`, "content-type": "application/json" } });
 
+/** November's report by model and price, as CSV text and as JSON; the shim is closed after it. */
+async function novemberByPrice(shim: Shim): Promise<{ csv: string; json: { data: Record<string, unknown>[] } }> {
+  const period = "from=2026-11-01&to=2026-11-30";
+  const csv = await (await admin(shim, `/admin/usage?group=model,price&format=csv&${period}`)).text();
+  const json = (await (await admin(shim, `/admin/usage?group=model,price&${period}`)).json()) as { data: Record<string, unknown>[] };
+  await shim.close();
+  return { csv, json };
+}
+
+/** A fake vLLM and a fresh database for a describe block, started before its tests and stopped after. */
+function fakeAndDatabase(database: () => Promise<{ url: string; stop(): Promise<void> }>): { fake: FakeVllm; db: { url: string; stop(): Promise<void> } } {
+  const state = {} as { fake: FakeVllm; db: { url: string; stop(): Promise<void> } };
+  beforeAll(async () => {
+    state.fake = await new FakeVllm(DEFAULT_FAKE).start();
+    state.db = await database();
+  });
+  afterAll(async () => {
+    await state.fake?.close();
+    await state.db?.stop();
+  });
+  return state;
+}
+
 /** µc of a decimal credits string, exactly. */
 const micro = (credits: string): bigint => {
   const [whole, frac = ""] = credits.split(".");
@@ -59,14 +82,12 @@ const stores: [string, () => Promise<{ url: string; stop(): Promise<void> }>][] 
 ];
 
 describe.each(stores)("lines per price (%s store)", (_name, database) => {
-  let fake: FakeVllm;
-  let db: { url: string; stop(): Promise<void> };
+  const env = fakeAndDatabase(database);
   let csv: string;
   let json: { data: Record<string, unknown>[] };
   let keyId: string;
   beforeAll(async () => {
-    fake = await new FakeVllm(DEFAULT_FAKE).start();
-    db = await database();
+    const { fake, db } = env;
     // November 2026: the first half at the old price, then a restart with the new one on the 15th.
     let shim = await startShimOn(db.url, before, Date.UTC(2026, 10, 3), fake.url);
     const created = (await (await admin(shim, "/admin/keys", { method: "POST", body: JSON.stringify({ name: "audited", credits: 50 }) })).json()) as { id: string; key: string };
@@ -82,15 +103,8 @@ describe.each(stores)("lines per price (%s store)", (_name, database) => {
     await shim.close();
     shim = await startShimOn(db.url, after, Date.UTC(2026, 10, 15), fake.url);
     for (const text of ["after the change", "and another one, somewhat longer than that"]) await chat(shim, text);
-    const period = "from=2026-11-01&to=2026-11-30";
-    csv = await (await admin(shim, `/admin/usage?group=model,price&format=csv&${period}`)).text();
-    json = (await (await admin(shim, `/admin/usage?group=model,price&${period}`)).json()) as typeof json;
-    await shim.close();
+    ({ csv, json } = await novemberByPrice(shim));
   }, 120_000);
-  afterAll(async () => {
-    await fake?.close();
-    await db?.stop();
-  });
 
   it("splits the model's line per price, the old one first, each with its price's fields", () => {
     const lines = csv.trimEnd().split("\r\n");
@@ -153,14 +167,12 @@ describe.each(stores)("lines per price, price by price (%s store)", (_name, data
   const p2 = { ...p1, batchRequest: 0.0006 };
   const p3 = { ...p1, request: 0.002 };
   const p4 = { ...p1, models: { [MODEL]: { ...p1.models[MODEL], cachedPromptPer1k: 0.005 } } };
-  let fake: FakeVllm;
-  let db: { url: string; stop(): Promise<void> };
+  const env = fakeAndDatabase(database);
   let lines: string[][];
   let json: { data: Record<string, unknown>[] };
   let csvLines: string[];
   beforeAll(async () => {
-    fake = await new FakeVllm(DEFAULT_FAKE).start();
-    db = await database();
+    const { fake, db } = env;
     let shim = await startShimOn(db.url, p1, Date.UTC(2026, 10, 3), fake.url, [MODEL, EMBED]);
     const created = (await (await admin(shim, "/admin/keys", { method: "POST", body: JSON.stringify({ name: "audited", credits: 50 }) })).json()) as { id: string; key: string };
     const client = (s: Shim) => new OpenAI({ apiKey: created.key, baseURL: `${s.url}/v1`, maxRetries: 0 });
@@ -190,16 +202,11 @@ describe.each(stores)("lines per price, price by price (%s store)", (_name, data
     fake.behaviour.cachedTokens = null;
     await restart(p1, 20); // back to the first prices
     await chat(shim, "a batch request at the first prices again", true);
-    const period = "from=2026-11-01&to=2026-11-30";
-    csvLines = (await (await admin(shim, `/admin/usage?group=model,price&format=csv&${period}`)).text()).trimEnd().split("\r\n").slice(1);
+    let csv: string;
+    ({ csv, json } = await novemberByPrice(shim));
+    csvLines = csv.trimEnd().split("\r\n").slice(1);
     lines = csvLines.map((l) => l.split(","));
-    json = (await (await admin(shim, `/admin/usage?group=model,price&${period}`)).json()) as typeof json;
-    await shim.close();
   }, 120_000);
-  afterAll(async () => {
-    await fake?.close();
-    await db?.stop();
-  });
 
   it("has a line per price, rows without one first, then by when each price was first seen (a price seen again keeps its place)", () => {
     expect(lines.map((c) => [c[1], c.slice(3, 8).join(" "), c[8], c[9]])).toEqual([
