@@ -34,8 +34,8 @@ export const KEPT_ENTRIES = 1000;
  * A key's share of both bounds, a quarter: one key whose clients leave many (or large) generations
  * drops its own oldest past it, not other keys' (whose retries were generated and charged again).
  * Far above what one client's retries need (its left generations still running are bounded by
- * its concurrency; a joined answer is forgotten), and an answer past KEY_BYTES is not kept: over
- * 16 MiB only a large embeddings batch comes, which is generated in seconds. docs/decisions.md.
+ * its concurrency; a joined answer is forgotten), and an answer past KEY_BYTES is not kept: that
+ * large come only many outputs with top_logprobs, or a large embeddings batch. docs/decisions.md.
  */
 export const KEY_ENTRIES = KEPT_ENTRIES / 4;
 export const KEY_BYTES = KEPT_BYTES / 4;
