@@ -23,12 +23,13 @@ import type { ShimError } from "../errors.ts";
 /** How long a finished answer is kept for a retry: an SDK retries within seconds (openai-node's backoff is at most 8 s, a Retry-After at most 60 s). */
 export const KEEP_MS = 10 * 60_000;
 /**
- * Bytes of kept answers at once, oldest dropped first; an answer larger than this is not kept.
+ * Bytes of kept answers at once, past it the oldest of the key holding the most dropped (an answer
+ * larger than a key's share, KEY_BYTES, is not kept).
  * Outside SHIM_ANSWER_MEMORY_BYTES, whose budget is for answers being read and sent: a kept
  * one would hold it for minutes and make every large answer wait.
  */
 export const KEPT_BYTES = 64 * 1024 * 1024;
-/** Generations remembered at once (generating or finished), oldest dropped first. */
+/** Generations remembered at once (generating or finished), past it the oldest of the key holding the most dropped. */
 export const KEPT_ENTRIES = 1000;
 /**
  * A key's share of both bounds, a quarter: one key whose clients leave many (or large) generations
@@ -150,7 +151,7 @@ interface Holding {
 }
 
 export class LeftGenerations {
-  /** Entries in the order they were made (a Set keeps it): the oldest is dropped first. */
+  /** Entries in the order they were made (a Set keeps it): of the keys that must make room, the oldest goes first. */
   private readonly all = new Set<LeftGeneration>();
   private readonly byKey = new Map<string, Holding>();
   private keptBytes = 0;
