@@ -75,6 +75,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   };
   metrics.answerMemory = ctx.answerMemory;
   metrics.bodyMemory = ctx.bodyMemory;
+  metrics.retryMemory = ctx.leftGenerations;
   metrics.requestsInFlight = () => Math.max(0, ctx.inflight.size - 1); // read in the /metrics request, itself in flight
   const fromProxy = trustedPeers(config.trustProxy);
   const app = Fastify({

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it, vi } from "vitest";
-import { callHash, KEEP_MS, KEPT_BYTES, KEPT_ENTRIES, LeftGenerations } from "../../api-shim/src/limits/left-generations.ts";
+import { callHash, KEEP_MS, KEPT_BYTES, KEPT_ENTRIES, KEY_BYTES, KEY_ENTRIES, LeftGenerations } from "../../api-shim/src/limits/left-generations.ts";
 
 /** The memory of generations whose client left (for a retry to join) stays bounded: entries, bytes, time. */
 const body = (s: string) => Buffer.from(s);
@@ -40,25 +40,89 @@ describe("left generations kept for a retry", () => {
     expect(m.size).toBe(0);
   });
 
-  it("holds at most KEPT_ENTRIES generations and KEPT_BYTES of answers, the oldest dropped first", () => {
+  it("holds at most KEPT_ENTRIES generations and KEPT_BYTES of answers, across keys, the oldest dropped first among equals", () => {
     const m = new LeftGenerations();
-    const first = m.remember("k", callHash("/r", body("0")), "r0");
-    for (let i = 1; i <= KEPT_ENTRIES; i++) m.remember("k", callHash("/r", body(String(i))), `r${i}`);
+    const keys = Array.from({ length: 8 }, (_, i) => `k${i}`);
+    const first = m.remember("k0", callHash("/r", body("0")), "r0");
+    for (let i = 1; i <= KEPT_ENTRIES; i++) m.remember(keys[i % 8]!, callHash("/r", body(String(i))), `r${i}`);
     expect(m.size).toBe(KEPT_ENTRIES);
     expect(first.ended).toBe(true);
-    expect(m.find("k", "/r", body("0"))).toBeUndefined();
-    const big = KEPT_BYTES / 2;
-    const [a, b, c] = ["a", "b", "c"].map((s) => m.remember("k", callHash("/r", body(s)), s));
+    expect(m.find("k0", "/r", body("0"))).toBeUndefined();
+    const n = new LeftGenerations();
+    const big = KEY_BYTES / 2;
+    const answers = keys.map((k) => n.remember(k, callHash("/r", body("a")), k));
+    for (const g of answers) g.answered(answer(big));
+    expect(n.bytes).toBe(KEPT_BYTES);
+    n.remember("k8", callHash("/r", body("a")), "k8").answered(answer(big));
+    expect(n.bytes).toBe(KEPT_BYTES);
+    expect(n.find("k0", "/r", body("a"))).toBeUndefined();
+    expect(n.find("k1", "/r", body("a"))).toBe(answers[1]);
+    expect(n.find("k8", "/r", body("a"))).toBeDefined();
+  });
+
+  it("a key over its share (KEY_ENTRIES generations, KEY_BYTES of answers) drops its own oldest, never another key's", () => {
+    const m = new LeftGenerations();
+    const other = m.remember("other", callHash("/r", body("o")), "o");
+    other.answered(answer(10));
+    const first = m.remember("k", callHash("/r", body("0")), "r0");
+    for (let i = 1; i <= KEY_ENTRIES; i++) m.remember("k", callHash("/r", body(String(i))), `r${i}`);
+    expect(m.size).toBe(KEY_ENTRIES + 1);
+    expect(first.ended).toBe(true); // its own oldest, still generating, gave way
+    expect(m.find("other", "/r", body("o"))).toBe(other);
+    const n = new LeftGenerations();
+    const kept = n.remember("other", callHash("/r", body("o")), "o");
+    kept.answered(answer(10));
+    const big = KEY_BYTES / 2;
+    const [a, b, c] = ["a", "b", "c"].map((s) => n.remember("k", callHash("/r", body(s)), s));
     a!.answered(answer(big));
     b!.answered(answer(big));
-    expect(m.bytes).toBe(KEPT_BYTES);
     c!.answered(answer(big));
-    expect(m.bytes).toBe(KEPT_BYTES);
-    expect(m.find("k", "/r", body("a"))).toBeUndefined();
-    expect(m.find("k", "/r", body("c"))).toBe(c);
-    const huge = m.remember("k", callHash("/r", body("huge")), "h");
-    huge.answered(answer(KEPT_BYTES + 1)); // not kept at all: its retry generates its own
-    expect(m.find("k", "/r", body("huge"))).toBeUndefined();
-    expect(m.bytes).toBe(KEPT_BYTES);
+    expect(n.find("k", "/r", body("a"))).toBeUndefined();
+    expect(n.find("k", "/r", body("c"))).toBe(c);
+    expect(n.bytes).toBe(KEY_BYTES + 10);
+    expect(n.find("other", "/r", body("o"))).toBe(kept);
+    // An answer larger than a key's share is not kept: its retry generates its own.
+    const huge = n.remember("k", callHash("/r", body("huge")), "h");
+    huge.answered(answer(KEY_BYTES + 1));
+    expect(n.find("k", "/r", body("huge"))).toBeUndefined();
+    expect(n.evicted).toEqual({ expired: 0, over_key_share: 1, over_total: 0 });
+  });
+
+  it("over the total, the key holding the most gives up its oldest: a key holding less keeps its answer", () => {
+    const m = new LeftGenerations();
+    const light = m.remember("light", callHash("/r", body("l")), "l");
+    light.answered(answer(1));
+    // Five keys at their share: past the total; each answer past it pushes out the oldest of the keys holding the most.
+    const keys = ["k1", "k2", "k3", "k4", "k5"];
+    for (const k of keys) for (const s of ["a", "b"]) m.remember(k, callHash("/r", body(s)), s).answered(answer(KEY_BYTES / 2));
+    expect(m.bytes).toBeLessThanOrEqual(KEPT_BYTES);
+    expect(m.find("light", "/r", body("l"))).toBe(light);
+    expect(m.evicted.over_total).toBeGreaterThan(0);
+    expect(m.evicted.over_key_share).toBe(0);
+    // No key gave up its last answer while others held two.
+    for (const k of keys) expect(m.find(k, "/r", body("b"))).toBeDefined();
+    // The same for entries: keys at their share of generations, and one more key.
+    const n = new LeftGenerations();
+    const lone = n.remember("lone", callHash("/r", body("x")), "x");
+    for (const k of ["k1", "k2", "k3", "k4"]) for (let i = 0; i < KEY_ENTRIES; i++) n.remember(k, callHash("/r", body(String(i))), `${k}${i}`);
+    expect(n.size).toBe(KEPT_ENTRIES);
+    expect(n.find("k1", "/r", body("0"))).toBeUndefined(); // k4's last pushed out the oldest of the keys holding 250
+    n.remember("k5", callHash("/r", body("y")), "y");
+    expect(n.size).toBe(KEPT_ENTRIES);
+    expect(n.find("k2", "/r", body("0"))).toBeUndefined();
+    expect(lone.ended).toBe(false);
+    expect(n.find("lone", "/r", body("x"))).toBe(lone);
+    expect(n.evicted.over_total).toBe(2);
+  });
+
+  it("counts what /metrics shows: answers kept, and evictions by reason", () => {
+    vi.useFakeTimers();
+    const m = new LeftGenerations();
+    m.remember("k", callHash("/r", body("x")), "r1").answered(answer(10));
+    m.remember("k", callHash("/r", body("y")), "r2").end(); // failed: forgotten, not evicted
+    expect(m.keptAnswers).toBe(1);
+    vi.advanceTimersByTime(KEEP_MS);
+    expect(m.evicted).toEqual({ expired: 1, over_key_share: 0, over_total: 0 });
+    expect(m.size).toBe(0);
   });
 });

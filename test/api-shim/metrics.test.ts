@@ -55,6 +55,22 @@ describe("the counters read at each scrape", () => {
     metrics.answerMemory = { inUse: 0, waits: 4 };
     expect(await metrics.registry.metrics()).toMatch(/^shim_answer_memory_waits_total 4$/m);
   });
+
+  it("the retry join's counters and gauges say what the left generations hold and have counted, however often they are scraped", async () => {
+    const metrics = new Metrics();
+    metrics.retryMemory = { size: 3, bytes: 4096, keptAnswers: 7, joins: { running: 1, finished: 2 }, evicted: { expired: 3, over_key_share: 4, over_total: 0 } };
+    for (let scrape = 0; scrape < 3; scrape++) {
+      const text = await metrics.registry.metrics();
+      expect(text).toMatch(/^shim_retry_joins_total\{outcome="running"\} 1$/m);
+      expect(text).toMatch(/^shim_retry_joins_total\{outcome="finished"\} 2$/m);
+      expect(text).toMatch(/^shim_retry_answers_kept_total 7$/m);
+      expect(text).toMatch(/^shim_retry_memory_evictions_total\{reason="expired"\} 3$/m);
+      expect(text).toMatch(/^shim_retry_memory_evictions_total\{reason="over_key_share"\} 4$/m);
+      expect(text).toMatch(/^shim_retry_memory_evictions_total\{reason="over_total"\} 0$/m);
+      expect(text).toMatch(/^shim_retry_memory_entries 3$/m);
+      expect(text).toMatch(/^shim_retry_memory_bytes 4096$/m);
+    }
+  });
 });
 
 describe("shim_requests_in_flight", () => {

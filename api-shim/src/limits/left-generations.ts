@@ -23,13 +23,30 @@ import type { ShimError } from "../errors.ts";
 /** How long a finished answer is kept for a retry: an SDK retries within seconds (openai-node's backoff is at most 8 s, a Retry-After at most 60 s). */
 export const KEEP_MS = 10 * 60_000;
 /**
- * Bytes of kept answers at once, oldest dropped first; an answer larger than this is not kept.
+ * Bytes of kept answers at once, past it the oldest of the key holding the most dropped (an answer
+ * larger than a key's share, KEY_BYTES, is not kept).
  * Outside SHIM_ANSWER_MEMORY_BYTES, whose budget is for answers being read and sent: a kept
  * one would hold it for minutes and make every large answer wait.
  */
 export const KEPT_BYTES = 64 * 1024 * 1024;
-/** Generations remembered at once (generating or finished), oldest dropped first. */
+/** Generations remembered at once (generating or finished), past it the oldest of the key holding the most dropped. */
 export const KEPT_ENTRIES = 1000;
+/**
+ * A key's share of both bounds, a quarter: one key whose clients leave many (or large) generations
+ * drops its own oldest past it, not other keys' (whose retries were generated and charged again).
+ * Far above what one client's retries need (its left generations still running are bounded by
+ * its concurrency; a joined answer is forgotten), and an answer past KEY_BYTES is not kept: that
+ * large come only many outputs with top_logprobs, or a large embeddings batch. docs/decisions.md.
+ */
+export const KEY_ENTRIES = KEPT_ENTRIES / 4;
+export const KEY_BYTES = KEPT_BYTES / 4;
+
+/** Why a generation was dropped before a retry had it (shim_retry_memory_evictions_total's `reason`). */
+export const EVICTION_REASONS = ["expired", "over_key_share", "over_total"] as const;
+export type EvictionReason = (typeof EVICTION_REASONS)[number];
+/** What a retry joined: a generation still running (it waited) or a finished answer (shim_retry_joins_total's `outcome`). */
+export const JOIN_OUTCOMES = ["running", "finished"] as const;
+export type JoinOutcome = (typeof JOIN_OUTCOMES)[number];
 
 /**
  * A left generation's answer and its charge. The credit members and headers are added when it is
@@ -80,10 +97,10 @@ export class LeftGeneration {
   /** Its answer, charged: kept KEEP_MS for a retry (if it fits), and given to those waiting. */
   answered(answer: KeptAnswer): void {
     if (this.ended) return;
-    if (answer.body.length <= KEPT_BYTES) {
+    if (answer.body.length <= KEY_BYTES) {
       this.answer = answer;
       this.owner.kept(this);
-      this.timer = setTimeout(() => this.owner.drop(this), KEEP_MS).unref();
+      this.timer = setTimeout(() => this.owner.drop(this, "expired"), KEEP_MS).unref();
     }
     this.end();
   }
@@ -127,11 +144,21 @@ export class LeftGeneration {
   }
 }
 
+/** What one key holds: its generations in the order they were made, and its kept answers' bytes. */
+interface Holding {
+  readonly entries: Set<LeftGeneration>;
+  bytes: number;
+}
+
 export class LeftGenerations {
-  /** Entries in the order they were made (a Set keeps it): the oldest is dropped first. */
+  /** Entries in the order they were made (a Set keeps it): of the keys that must make room, the oldest goes first. */
   private readonly all = new Set<LeftGeneration>();
-  private readonly byKey = new Map<string, Set<LeftGeneration>>();
+  private readonly byKey = new Map<string, Holding>();
   private keptBytes = 0;
+  /** Counts for /metrics, read at each scrape (observability/metrics.ts): nothing on the request path. */
+  keptAnswers = 0;
+  readonly joins: Record<JoinOutcome, number> = { running: 0, finished: 0 };
+  readonly evicted: Record<EvictionReason, number> = { expired: 0, over_key_share: 0, over_total: 0 };
 
   /** Generations remembered now (generating or finished), for the metric and tests. */
   get size(): number {
@@ -143,14 +170,20 @@ export class LeftGenerations {
     return this.keptBytes;
   }
 
-  /** The client of a non-streamed request the upstream has left (`call`: its callHash). */
+  /**
+   * The client of a non-streamed request the upstream has left (`call`: its callHash). Room is
+   * made first from the key's own oldest (at its share), then, at the total, from the key holding
+   * the most.
+   */
   remember(keyId: string, call: string, requestId: string): LeftGeneration {
     const g = new LeftGeneration(this, keyId, call, requestId);
-    while (this.all.size >= KEPT_ENTRIES) this.drop(this.all.values().next().value!);
+    const own = this.byKey.get(keyId)?.entries;
+    while (own && own.size >= KEY_ENTRIES) this.drop(own.values().next().value!, "over_key_share");
+    while (this.all.size >= KEPT_ENTRIES) this.drop(this.largestHoldersOldest((h) => h.entries.size)!, "over_total");
     this.all.add(g);
     let mine = this.byKey.get(keyId);
-    if (!mine) this.byKey.set(keyId, (mine = new Set()));
-    mine.add(g);
+    if (!mine) this.byKey.set(keyId, (mine = { entries: new Set(), bytes: 0 }));
+    mine.entries.add(g);
     return g;
   }
 
@@ -164,26 +197,63 @@ export class LeftGenerations {
     const mine = this.byKey.get(keyId);
     if (!mine) return undefined;
     const hash = callHash(route, body);
-    for (const g of mine) if (g.hash === hash && !g.claimed) return g;
+    for (const g of mine.entries) if (g.hash === hash && !g.claimed) return g;
     return undefined;
   }
 
-  /** `g`'s answer is kept: counted, and the oldest kept answers dropped while over KEPT_BYTES. */
+  /**
+   * `g`'s answer is kept: counted; the key's own oldest answers dropped while it is over KEY_BYTES,
+   * then, while all are over KEPT_BYTES, the oldest answer of the key holding the most bytes.
+   */
   kept(g: LeftGeneration): void {
-    this.keptBytes += g.answer!.body.length;
-    for (const old of this.all) {
-      if (this.keptBytes <= KEPT_BYTES) break;
-      if (old !== g && old.answer) this.drop(old);
+    const size = g.answer!.body.length;
+    const mine = this.byKey.get(g.keyId)!;
+    mine.bytes += size;
+    this.keptBytes += size;
+    this.keptAnswers++;
+    for (const old of mine.entries) {
+      if (mine.bytes <= KEY_BYTES) break;
+      if (old !== g && old.answer) this.drop(old, "over_key_share");
+    }
+    while (this.keptBytes > KEPT_BYTES) {
+      const old = this.largestHoldersOldest((h) => h.bytes, g);
+      if (!old) break;
+      this.drop(old, "over_total");
     }
   }
 
-  /** Forgets `g` (idempotent). */
-  drop(g: LeftGeneration): void {
+  /**
+   * The oldest entry (with an answer, when `besides` is the answer being kept) of the key holding
+   * the most by `measure`: over the total, a key holding less than another loses nothing. One walk
+   * of at most KEPT_ENTRIES, only when the total is reached.
+   */
+  private largestHoldersOldest(measure: (h: Holding) => number, besides?: LeftGeneration): LeftGeneration | undefined {
+    let pick: LeftGeneration | undefined;
+    let most = -1;
+    for (const g of this.all) {
+      if (besides && (g === besides || !g.answer)) continue;
+      const held = measure(this.byKey.get(g.keyId)!);
+      if (held > most) [pick, most] = [g, held];
+    }
+    return pick;
+  }
+
+  /** A retry was answered with a left generation's answer (joined-retry.ts). */
+  joined(outcome: JoinOutcome): void {
+    this.joins[outcome]++;
+  }
+
+  /** Forgets `g` (idempotent); `reason`: dropped before a retry had it, counted. */
+  drop(g: LeftGeneration, reason?: EvictionReason): void {
     if (!this.all.delete(g)) return;
-    if (g.answer) this.keptBytes -= g.answer.body.length;
     const mine = this.byKey.get(g.keyId)!;
-    mine.delete(g);
-    if (mine.size === 0) this.byKey.delete(g.keyId);
+    if (g.answer) {
+      this.keptBytes -= g.answer.body.length;
+      mine.bytes -= g.answer.body.length;
+    }
+    mine.entries.delete(g);
+    if (mine.entries.size === 0) this.byKey.delete(g.keyId);
+    if (reason) this.evicted[reason]++;
     g.forget();
   }
 }

@@ -1,6 +1,11 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import { EVICTION_REASONS, type EvictionReason, JOIN_OUTCOMES, type JoinOutcome, KEEP_MS, KEPT_BYTES, KEPT_ENTRIES, KEY_BYTES, KEY_ENTRIES } from "../limits/left-generations.ts";
 import { MIN_FREE_BYTES } from "../store/sqlite-space.ts";
 import { UPSTREAM_FAILURE_REASONS } from "../upstream/failure-reasons.ts";
+
+const MIB = 2 ** 20;
+/** The bounds of the memory of left generations, as the retry metrics' help says them. */
+const KEPT = { minutes: KEEP_MS / 60_000, entries: KEPT_ENTRIES.toLocaleString("en"), keyEntries: KEY_ENTRIES, mib: KEPT_BYTES / MIB, keyMib: KEY_BYTES / MIB };
 
 /** Node's default gauges that are totals of a labelled gauge of the same name without `_total`. */
 const DUPLICATE_TOTAL_GAUGES = ["nodejs_active_handles_total", "nodejs_active_requests_total", "nodejs_active_resources_total"];
@@ -21,6 +26,14 @@ export class Metrics {
   answerMemory: { readonly inUse: number; readonly waits: number } = { inUse: 0, waits: 0 };
   /** The request bodies held (body-memory.ts), set by buildApp. */
   bodyMemory: { readonly inUse: number; readonly refusals: number } = { inUse: 0, refusals: 0 };
+  /** The generations kept for an SDK's retry to join (left-generations.ts), set by buildApp, read at each scrape. */
+  retryMemory: { readonly size: number; readonly bytes: number; readonly keptAnswers: number; readonly joins: Readonly<Record<JoinOutcome, number>>; readonly evicted: Readonly<Record<EvictionReason, number>> } = {
+    size: 0,
+    bytes: 0,
+    keptAnswers: 0,
+    joins: { running: 0, finished: 0 },
+    evicted: { expired: 0, over_key_share: 0, over_total: 0 },
+  };
   /** Requests being answered, besides the scrape reading it (buildApp: inflight.ts), read at each scrape. */
   requestsInFlight: () => number = () => 0;
   readonly upstreamFailures: Counter<"reason">;
@@ -53,6 +66,13 @@ export class Metrics {
     const bodyMemory = () => this.bodyMemory;
     new Gauge({ name: "shim_body_memory_bytes", help: "Bytes of request bodies held by requests in flight, against SHIM_BODY_MEMORY_BYTES.", registers, collect() { this.set(bodyMemory().inUse); } });
     new Counter({ name: "shim_body_memory_refusals_total", help: "Requests refused (503, before their body was read) because their body would take the bodies held past SHIM_BODY_MEMORY_BYTES.", registers, collect() { this.reset(); this.inc(bodyMemory().refusals); } });
+    // Each outcome and reason exported at 0 from the start, as the upstream failures' are: a series appearing at 1 is invisible to rate().
+    const retries = () => this.retryMemory;
+    new Counter({ name: "shim_retry_joins_total", help: "SDK retries (x-stainless-retry-count >= 1) answered with the answer of the identical non-streamed request whose client left (x-joined-request-id), charged nothing more, by outcome: running (the retry waited for the generation) or finished (its answer was kept).", labelNames: ["outcome"], registers, collect() { this.reset(); for (const outcome of JOIN_OUTCOMES) this.inc({ outcome }, retries().joins[outcome]); } });
+    new Counter({ name: "shim_retry_answers_kept_total", help: `Answers of non-streamed requests whose client left, kept (${KEPT.minutes} minutes) for the client's retry to join.`, registers, collect() { this.reset(); this.inc(retries().keptAnswers); } });
+    new Counter({ name: "shim_retry_memory_evictions_total", help: `Left generations (running, or their answer kept) dropped before a retry joined them, by reason: expired (kept ${KEPT.minutes} minutes), over_key_share (the key's own oldest, past its share: ${KEPT.keyEntries} entries or ${KEPT.keyMib} MiB), over_total (the oldest of the key holding the most, past ${KEPT.entries} entries or ${KEPT.mib} MiB in all). Their retries are generated and charged again.`, labelNames: ["reason"], registers, collect() { this.reset(); for (const reason of EVICTION_REASONS) this.inc({ reason }, retries().evicted[reason]); } });
+    new Gauge({ name: "shim_retry_memory_entries", help: `Left generations remembered for a retry to join: running, or their answer kept (at most ${KEPT.entries}; ${KEPT.keyEntries} a key).`, registers, collect() { this.set(retries().size); } });
+    new Gauge({ name: "shim_retry_memory_bytes", help: `Bytes of answers kept for a retry to join (at most ${KEPT.mib} MiB; ${KEPT.keyMib} MiB a key), outside SHIM_ANSWER_MEMORY_BYTES.`, registers, collect() { this.set(retries().bytes); } });
     const inFlight = () => this.requestsInFlight();
     // Non-streamed requests waiting on the upstream (a hung one for up to SHIM_UPSTREAM_TIMEOUT_MS) show nowhere else.
     new Gauge({ name: "shim_requests_in_flight", help: "Requests being answered (admitted and not yet finished: inference, streams included, and any other route), besides the scrape itself.", registers, collect() { this.set(inFlight()); } });

@@ -53,6 +53,7 @@ export async function answerJoined(ctx: ShimContext, request: FastifyRequest, re
   if (reply.raw.destroyed) onClose();
   // This retry's, until it is delivered whole (then forgotten) or not delivered (then the next retry's).
   g.claimed = true;
+  const joined = g.ended ? "finished" : "running";
   let sending = false;
   try {
     const answer = await g.outcome(ac.signal);
@@ -81,6 +82,7 @@ export async function answerJoined(ctx: ShimContext, request: FastifyRequest, re
     ctx.inflight.closeIfDraining(reply.raw);
     const headers = { "x-request-id": request.id, ...authHeaders(ctx, request, answer.cost, available), "content-type": "application/json", "content-length": body.length };
     reply.raw.writeHead(answer.status, { ...headers, [JOINED_HEADER]: g.requestId });
+    ctx.leftGenerations.joined(joined);
     // Delivered whole: forgotten, so a later retry of another call with the same body generates its own.
     reply.raw.once("finish", () => ctx.leftGenerations.drop(g));
     reply.raw.once("close", () => reply.raw.writableFinished || (g.claimed = false));
