@@ -102,8 +102,16 @@ function throttleUnauthenticated(ctx: ShimContext, request: FastifyRequest, scop
   // No address once the socket is gone: the client left while its key was being looked up.
   if (request.ip === undefined) throw new ClientLeftError();
   const r = ctx.limiter.takeIp(request.ip, scope);
-  if (!r.ok) throw rateLimited(r.retryMs, rateLimitHeaders(r.buckets, ctx.clock.monotonic(), ctx.clock.now(), false), scope === "admin" ? { detail: wrongAdminTokens(ctx) } : {});
+  if (!r.ok) throw rateLimited(r.retryMs, rateLimitHeaders(r.buckets, ctx.clock.monotonic(), ctx.clock.now(), false), { detail: scope === "admin" ? wrongAdminTokens(ctx) : withoutValidKey(ctx) });
 }
+
+/**
+ * What a 429 on the API counts: a client whose key was revoked, expired or rotated got 401 for a
+ * minute, then only "Rate limit exceeded", and its SDK retried that (it does not retry a 401):
+ * its user reported rate limits, not a dead key.
+ */
+const withoutValidKey = (ctx: ShimContext): string =>
+  `Too many requests without a valid API key from this address (${ctx.config.unauthenticatedRpm} a minute): check the API key you send (a revoked or expired key, or the old secret of a rotated one, is no longer valid); a valid key is still let in.`;
 
 /** What a 429 on the admin API counts: an operator with a stale token was told only to wait. */
 const wrongAdminTokens = (ctx: ShimContext): string =>
