@@ -1,10 +1,10 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
-import { isInference, type ShimContext } from "../context.ts";
+import { isInference, type KeyRefusal, type ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
 import { bearerToken, parseKeyId, secretsEqual, verifyKey } from "./keys.ts";
 import { type IpScope, rateLimitHeaders, tokensWait } from "../limits/rate-limit.ts";
 import { rateLimited, requestsSpent, tokensSpent, tooManyInFlight } from "../limits/refusals.ts";
-import { ClientLeftError, keyIsLive } from "../store/store.ts";
+import { ClientLeftError, type KeyRecord, keyIsLive } from "../store/store.ts";
 import { placeFreed } from "../limits/key-waits.ts";
 import { urlPath } from "./url-path.ts";
 import { mayJoin } from "../limits/left-generations.ts";
@@ -42,11 +42,14 @@ export function authHook(ctx: ShimContext) {
     const id = token === undefined ? undefined : parseKeyId(token);
     const key = id === undefined ? undefined : await ctx.store.getKey(id);
     const now = ctx.clock.now();
-    if (key === undefined || !verifyKey(token!, key.hash) || !keyIsLive(key, now)) {
+    const refused = keyRefusal(token, id, key, now);
+    if (refused !== undefined) {
+      request.keyRefusal = refused;
       throttleUnauthenticated(ctx, request);
       throw new ShimError("invalid_api_key");
     }
     // A key whose tier was taken out of the configuration since (server.ts warns at start).
+    if (key === undefined) throw new ShimError("invalid_api_key"); // keyRefusal said so already
     const limits = ctx.config.tiers.get(key.tier) ?? ctx.config.tiers.get(ctx.config.defaultTier)!;
     const buckets = ctx.limiter.forKey(key.id, limits);
     request.auth = { key, buckets, limits };
@@ -80,6 +83,23 @@ export function authHook(ctx: ShimContext) {
       throw tooManyInFlight(ctx, request.auth, limits.concurrency);
     }
   };
+}
+
+/**
+ * Why a presented key is refused, or undefined when it is live; for the log line alone (the
+ * client is told invalid_api_key whatever the reason, as an unknown key is). A tenant's "my key
+ * stopped working at 14:02" was answered by nothing: the 401's line had no key and no reason.
+ * The id is the key's public part (usage rows and listings show it); the secret is never kept.
+ * Revoked and expired are said only of the right secret: a wrong one says no more than that.
+ */
+export function keyRefusal(token: string | undefined, id: string | undefined, key: KeyRecord | undefined, now: number): KeyRefusal | undefined {
+  if (token === undefined) return { keyId: null, reason: "no_key" };
+  if (id === undefined) return { keyId: null, reason: "not_a_key" };
+  if (key === undefined) return { keyId: id, reason: "unknown_key" };
+  if (!verifyKey(token, key.hash)) return { keyId: id, reason: "wrong_secret" };
+  if (key.revokedAt !== null) return { keyId: id, reason: "revoked" };
+  if (!keyIsLive(key, now)) return { keyId: id, reason: "expired" };
+  return undefined;
 }
 
 /**
@@ -125,6 +145,9 @@ const wrongAdminTokens = (ctx: ShimContext): string =>
  */
 export function deadKey(ctx: ShimContext, request: FastifyRequest): ShimError {
   request.auth!.buckets.requests?.adjust(-1, ctx.clock.monotonic());
+  const key = request.auth!.key;
+  // The record read at authentication: expired since, or else revoked or rotated (the hold does not say which).
+  request.keyRefusal = { keyId: key.id, reason: key.expiresAt !== null && key.expiresAt <= ctx.clock.now() ? "expired" : "revoked_or_rotated" };
   request.auth = undefined;
   throttleUnauthenticated(ctx, request);
   return new ShimError("invalid_api_key");
