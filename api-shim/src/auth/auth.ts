@@ -48,8 +48,8 @@ export function authHook(ctx: ShimContext) {
       throttleUnauthenticated(ctx, request);
       throw new ShimError("invalid_api_key");
     }
-    // A key whose tier was taken out of the configuration since (server.ts warns at start).
     if (key === undefined) throw new ShimError("invalid_api_key"); // keyRefusal said so already
+    // A key whose tier was taken out of the configuration since (server.ts warns at start).
     const limits = ctx.config.tiers.get(key.tier) ?? ctx.config.tiers.get(ctx.config.defaultTier)!;
     const buckets = ctx.limiter.forKey(key.id, limits);
     request.auth = { key, buckets, limits };
