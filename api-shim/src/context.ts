@@ -60,6 +60,20 @@ export interface RequestState {
   joined?: string;
 }
 
+/**
+ * Why a request's API key was refused (the client is told only invalid_api_key): `keyId` is the
+ * id the token named (its public part; null when it named none). `no_key`: no bearer token;
+ * `not_a_key`: not the shape of one of this shim's keys (another provider's key, a truncated
+ * paste); `unknown_key`: no key has that id (another tenant's key, a key from a rebuilt
+ * ledger); `wrong_secret`: the id is a key's but not the secret (the old secret of a rotated
+ * key, a typo); `revoked`, `expired`; `revoked_or_rotated`: either, after it authenticated,
+ * while its body arrived or it waited for holds.
+ */
+export interface KeyRefusal {
+  keyId: string | null;
+  reason: "no_key" | "not_a_key" | "unknown_key" | "wrong_secret" | "revoked" | "expired" | "revoked_or_rotated";
+}
+
 /** Route config: `{ config: PUBLIC_ROUTE }` marks a route that needs no key (probes, scrapes). */
 export const PUBLIC_ROUTE = { public: true } as const;
 /**
@@ -91,6 +105,8 @@ declare module "fastify" {
     /** Its body's bytes, counted against SHIM_BODY_MEMORY_BYTES (body-memory.ts); none without a body. */
     bodyHold?: BodyHold;
     shimErrorCode?: string;
+    /** Why its API key was refused (auth.ts keyRefusal), for the log line alone. */
+    keyRefusal?: KeyRefusal;
     /**
      * Aborted when a drain ends with this request still unanswered (not on inference routes,
      * which abort their own work): work that waits on the upstream listens to it.

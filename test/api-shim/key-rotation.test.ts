@@ -138,6 +138,8 @@ async function aBodyStillArrivingIsRefused(h: Harness): Promise<void> {
   const { id, key: old } = await h.createKey({ name: "slow-body", tier: "big", credits: 10 });
   let key = "";
   expect(await slowBody(h, old, async () => { key = (await rotated(h, id)).key; })).toBe(401);
+  // The log line names the key and why (the hold cannot tell a rotation from a revocation).
+  await h.waitForRequestLog((l) => l.status === 401 && l.keyId === id && l.keyRefused === "revoked_or_rotated");
   const shown = (await listed(h)).find((k) => k.id === id)!;
   expect([shown.balance, shown.held]).toEqual([10, 0]);
   expect((await h.post(key, "/v1/chat/completions", chat)).status).toBe(200);
@@ -175,7 +177,8 @@ async function aRequestWaitingForHoldsIsRefused(h: Harness): Promise<void> {
   } finally {
     h.fake.reset();
   }
-  const line = await h.waitForRequestLog((l) => l.keyId === id && l.path === "/v1/chat/completions");
+  // The stream's line (the refused request's names the key too, with why it was refused).
+  const line = await h.waitForRequestLog((l) => l.keyId === id && l.path === "/v1/chat/completions" && l.keyRefused === undefined);
   expect(line.cost).toBeGreaterThan(0); // the stream, charged
   const shown = (await listed(h)).find((k) => k.id === id)!;
   expect(shown.held).toBe(0);

@@ -993,6 +993,7 @@ describe("request log line", () => {
     { reqId: "r", method: "GET", path: '/v1/"odd"\\path\u0001\u2028', status: 401, ms: 0, keyId: null, model: null, tokens: null, cost: null, error: "invalid_api_key" },
     { reqId: "r2", method: "POST", path: "/v1/completions", status: 499, ms: 12.5, keyId: "k", model: "m\ud800\n", tokens: 0, cost: 0, error: "client_closed_request" },
     { reqId: "r3", method: "POST", path: "/v1/chat/completions", status: 502, ms: 3, keyId: "k", model: "m", tokens: 0, cost: 0, error: "upstream_error", cause: "ECONNREFUSED" },
+    { reqId: "r4", method: "POST", path: "/v1/chat/completions", status: 401, ms: 0.5, keyId: "AbC123xyz789", model: null, tokens: null, cost: null, error: "invalid_api_key", keyRefused: "revoked" },
   ];
   it.each(cases)("is what pino itself writes for logger.info(line, 'request'): %j", (line) => {
     const fast = capture();

@@ -405,7 +405,7 @@ describe("through nginx over HTTPS", () => {
         headers: { authorization: "Bearer sk-gs-guessguessgu_guessguessguessguessguessguessgu", "x-forwarded-for": `198.51.100.${i}`, "x-real-ip": `198.51.100.${i}` },
       });
       statuses.push(res.status);
-      if (res.status === 429) expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/^Rate limit exceeded\. Try again in \d+ seconds?\.$/); // the shim's, not nginx's
+      if (res.status === 429) expect(((await res.json()) as { error: { message: string } }).error.message).toMatch(/^Rate limit exceeded\. Try again in \d+ seconds?\. Too many requests without a valid API key from this address \(5 a minute\)/); // the shim's, not nginx's
       else await res.body?.cancel();
     }
     // nginx replaces the header with the peer's address, so all six share one bucket of five.

@@ -1,10 +1,10 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
-import { isInference, type ShimContext } from "../context.ts";
+import { isInference, type KeyRefusal, type ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
 import { bearerToken, parseKeyId, secretsEqual, verifyKey } from "./keys.ts";
 import { type IpScope, rateLimitHeaders, tokensWait } from "../limits/rate-limit.ts";
 import { rateLimited, requestsSpent, tokensSpent, tooManyInFlight } from "../limits/refusals.ts";
-import { ClientLeftError, keyIsLive } from "../store/store.ts";
+import { ClientLeftError, type KeyRecord, keyIsLive } from "../store/store.ts";
 import { placeFreed } from "../limits/key-waits.ts";
 import { urlPath } from "./url-path.ts";
 import { mayJoin } from "../limits/left-generations.ts";
@@ -42,10 +42,13 @@ export function authHook(ctx: ShimContext) {
     const id = token === undefined ? undefined : parseKeyId(token);
     const key = id === undefined ? undefined : await ctx.store.getKey(id);
     const now = ctx.clock.now();
-    if (key === undefined || !verifyKey(token!, key.hash) || !keyIsLive(key, now)) {
+    const refused = keyRefusal(token, id, key, now);
+    if (refused !== undefined) {
+      request.keyRefusal = refused;
       throttleUnauthenticated(ctx, request);
       throw new ShimError("invalid_api_key");
     }
+    if (key === undefined) throw new ShimError("invalid_api_key"); // keyRefusal said so already
     // A key whose tier was taken out of the configuration since (server.ts warns at start).
     const limits = ctx.config.tiers.get(key.tier) ?? ctx.config.tiers.get(ctx.config.defaultTier)!;
     const buckets = ctx.limiter.forKey(key.id, limits);
@@ -83,6 +86,23 @@ export function authHook(ctx: ShimContext) {
 }
 
 /**
+ * Why a presented key is refused, or undefined when it is live; for the log line alone (the
+ * client is told invalid_api_key whatever the reason, as an unknown key is). A tenant's "my key
+ * stopped working at 14:02" was answered by nothing: the 401's line had no key and no reason.
+ * The id is the key's public part (usage rows and listings show it); the secret is never kept.
+ * Revoked and expired are said only of the right secret: a wrong one says no more than that.
+ */
+export function keyRefusal(token: string | undefined, id: string | undefined, key: KeyRecord | undefined, now: number): KeyRefusal | undefined {
+  if (token === undefined) return { keyId: null, reason: "no_key" };
+  if (id === undefined) return { keyId: null, reason: "not_a_key" };
+  if (key === undefined) return { keyId: id, reason: "unknown_key" };
+  if (!verifyKey(token, key.hash)) return { keyId: id, reason: "wrong_secret" };
+  if (key.revokedAt !== null) return { keyId: id, reason: "revoked" };
+  if (!keyIsLive(key, now)) return { keyId: id, reason: "expired" };
+  return undefined;
+}
+
+/**
  * Whether the admin token, not an API key, decides. The route the router matched decides, not
  * the raw URL: the router decodes the path, so `/%61dmin/keys` runs the `/admin/keys` handler
  * while its raw URL does not start with `/admin/` (an API key got admin powers that way). A
@@ -102,8 +122,16 @@ function throttleUnauthenticated(ctx: ShimContext, request: FastifyRequest, scop
   // No address once the socket is gone: the client left while its key was being looked up.
   if (request.ip === undefined) throw new ClientLeftError();
   const r = ctx.limiter.takeIp(request.ip, scope);
-  if (!r.ok) throw rateLimited(r.retryMs, rateLimitHeaders(r.buckets, ctx.clock.monotonic(), ctx.clock.now(), false), scope === "admin" ? { detail: wrongAdminTokens(ctx) } : {});
+  if (!r.ok) throw rateLimited(r.retryMs, rateLimitHeaders(r.buckets, ctx.clock.monotonic(), ctx.clock.now(), false), { detail: scope === "admin" ? wrongAdminTokens(ctx) : withoutValidKey(ctx) });
 }
+
+/**
+ * What a 429 on the API counts: a client whose key was revoked, expired or rotated got 401 for a
+ * minute, then only "Rate limit exceeded", and its SDK retried that (it does not retry a 401):
+ * its user reported rate limits, not a dead key.
+ */
+const withoutValidKey = (ctx: ShimContext): string =>
+  `Too many requests without a valid API key from this address (${ctx.config.unauthenticatedRpm} a minute): check the API key you send (a revoked or expired key, or the old secret of a rotated one, is no longer valid); a valid key is still let in.`;
 
 /** What a 429 on the admin API counts: an operator with a stale token was told only to wait. */
 const wrongAdminTokens = (ctx: ShimContext): string =>
@@ -117,6 +145,9 @@ const wrongAdminTokens = (ctx: ShimContext): string =>
  */
 export function deadKey(ctx: ShimContext, request: FastifyRequest): ShimError {
   request.auth!.buckets.requests?.adjust(-1, ctx.clock.monotonic());
+  const key = request.auth!.key;
+  // The record read at authentication: expired since, or else revoked or rotated (the hold does not say which).
+  request.keyRefusal = { keyId: key.id, reason: key.expiresAt !== null && key.expiresAt <= ctx.clock.now() ? "expired" : "revoked_or_rotated" };
   request.auth = undefined;
   throttleUnauthenticated(ctx, request);
   return new ShimError("invalid_api_key");

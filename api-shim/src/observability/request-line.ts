@@ -32,12 +32,13 @@ export function finishRequest(ctx: ShimContext, request: FastifyRequest, status:
     path: redactedPath(request.url, ctx.hideSecrets, ctx.config.models).slice(0, 200),
     status,
     ms: Math.round(ms * 100) / 100,
-    keyId: request.auth?.key.id ?? null,
+    keyId: request.auth?.key.id ?? request.keyRefusal?.keyId ?? null,
     model: s.model === null ? null : loggedModel(s.model, ctx.hideSecrets, ctx.config.models),
     tokens: s.tokens,
     cost: s.cost === null ? null : creditsNumber(s.cost),
     ...(request.shimErrorCode ? { error: request.shimErrorCode } : {}),
     ...(request.upstreamCause ? { cause: request.upstreamCause } : {}),
     ...(s.joined ? { joined: s.joined } : {}),
+    ...(request.keyRefusal ? { keyRefused: request.keyRefusal.reason } : {}),
   });
 }
