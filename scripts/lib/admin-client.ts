@@ -117,7 +117,8 @@ export class AdminApiError extends UsageError {
 
   /** `cause`: the network failure, when the API did not answer (hostUnreachable tells a host that is down). */
   constructor(message: string, details: { outcome: RequestOutcome; status?: number; code?: string; apiMessage?: string; param?: string; retryAfter?: string | null; cause?: unknown }) {
-    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    // Its outcome is its exit code's class (exit-codes.ts): 3 not sent, 4 refused, 5 unknown.
+    super(message, { cause: details.cause, exit: details.outcome });
     this.outcome = details.outcome;
     this.status = details.status;
     this.code = details.code;
