@@ -179,7 +179,7 @@ export interface NewTenantRequest {
  */
 function createStackFile(path: string, shownFile: string, text: string): boolean {
   const cannot = (err: unknown, left = "nothing was written") => new UsageError(`new-tenant: cannot write ${shownFile}: ${(err as Error).message}; ${left}. ` +
-    "No Pulumi stack was created or changed (new-tenant writes the file first). Fix the cause (disk space, a quota, permissions) and run again.");
+    "No Pulumi stack was created or changed (new-tenant writes the file first). Fix the cause (disk space, a quota, permissions) and run again.", { exit: "failed" });
   try {
     mkdirSync(dirname(path), { recursive: true });
   } catch (err) {
