@@ -37,7 +37,7 @@ page at a wrong --url) fails its check with its first characters.
   --timeout-seconds <n>  per request, a streamed answer to its end (1 to 3600; default 60)
   --json                 once the checks have run, one JSON object on stdout: {url, ok, passed,
                          failed, checks: [{name, ok, ms, detail}]}; the lines above go to
-                         stderr then. A bad flag or no key: no JSON, exit 1, why on stderr
+                         stderr then. A bad flag or no key: no JSON, exit 2, why on stderr
 
 Examples:
   export ${API_KEY_ENV}="$(pulumi stack output apiKeys --show-secrets --stack acme | jq -r .app)"
