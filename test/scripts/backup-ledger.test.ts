@@ -157,7 +157,7 @@ describe("npm run backup-ledger", () => {
   it("the shim's refusal (a Postgres ledger) is shown as it says it, and leaves no file", async () => {
     const api = await fakeApi((res) => res.writeHead(501, { "content-type": "application/json" }).end(JSON.stringify({ error: { message: "This shim's ledger is in Postgres: back it up with pg_dump or your provider's backups.", type: "invalid_request_error", param: null, code: "backup_not_supported" } })));
     const r = await run(api.url);
-    expect(r.code).toBe(5);
+    expect(r.code).toBe(4);
     expect(r.err).toContain("admin API GET /admin/backup failed: 501 backup_not_supported: This shim's ledger is in Postgres: back it up with pg_dump");
     expect(readdirSync(r.root)).toEqual([]);
   });
