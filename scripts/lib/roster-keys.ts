@@ -133,7 +133,8 @@ export async function createFromRoster(run: RosterRun, deps: ScriptDeps, connect
       made.push(created);
       io.err(`created ${made.length}/${total}: ${created.name}`);
       const expiryLost = expiryNotApplied(created, entry.expiresAt, entry.expiresAt === run.defaults.expiresAt ? "--expires-at" : `line ${entry.line}'s expires_at`);
-      if (expiryLost) throw new UsageError(`${expiryLost}\nStopped: this shim does not read expiries (upgrade it: pulumi up); ${plural(made.length, "key")} made, in ${handout.path}.`, { exit: "refused" });
+      // Exit 1, as a single create's: the API made the key (nothing refused), only not as asked.
+      if (expiryLost) throw new UsageError(`${expiryLost}\nStopped: this shim does not read expiries (upgrade it: pulumi up); ${plural(made.length, "key")} made, in ${handout.path}.`, { exit: "failed" });
     }
     if (interruption.requested) {
       io.err(`interrupted after ${made.length} of ${total} keys, all in ${handout.path}; run the same command again (without --handout, or with another) to make the ${total - made.length} still missing: it skips the names that have a key`);
