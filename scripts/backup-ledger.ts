@@ -8,7 +8,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { fileStamp } from "../api-shim/src/requests/period.ts";
 import { showMiB, SQLITE_HEADER } from "../api-shim/src/store/sqlite-backup.ts";
 import { AdminApiError, adminClient, isMissingRoute } from "./lib/admin-client.ts";
-import { networkReason, notTheApi, parseFlags, runScript, UsageError } from "./lib/cli.ts";
+import { EXIT_CODES_USAGE, networkReason, notTheApi, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { INTERRUPTED_EXIT_CODE } from "./lib/interruption.ts";
 import { REJECTED_TOKEN_FLAGS, resolveAdminTarget, TARGET_OPTIONS, TARGET_USAGE } from "./lib/tenant-target.ts";
@@ -36,7 +36,9 @@ ${TARGET_USAGE}
 Examples:
   npm run backup-ledger -- --stack acme
   npm run backup-ledger -- --stack acme --out backups/acme-before-upgrade.db
-  npm run --silent backup-ledger -- --stack acme --json | jq -r .path`;
+  npm run --silent backup-ledger -- --stack acme --json | jq -r .path
+
+${EXIT_CODES_USAGE}`;
 
 const OPTIONS = { ...TARGET_OPTIONS, out: { type: "string" }, json: { type: "boolean" } } as const;
 

@@ -5,7 +5,7 @@
 import { costOf, findPlan } from "../infra/catalog.ts";
 import { DEFAULT_PLAN, DEFAULT_VOLUME_SIZE_GB } from "../infra/config/defaults.ts";
 import { SSH_CLOSED } from "../infra/host.ts";
-import { parseFlags, runScript } from "./lib/cli.ts";
+import { EXIT_CODES_USAGE, parseFlags, runScript } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { TOKEN_FLAG_REFUSAL } from "./lib/linode-api.ts";
 import { checkLinode } from "./lib/linode-check.ts";
@@ -48,7 +48,9 @@ Examples:
   npm run list-tenants
   npm run --silent list-tenants -- --json | jq -r '.[] | select(.status == "expired") | .stack'
   npm run list-tenants -- --linode
-  npm run --silent list-tenants -- --linode --json | jq -r '.[] | select(.held == "orphaned") | .delete[]'`;
+  npm run --silent list-tenants -- --linode --json | jq -r '.[] | select(.held == "orphaned") | .delete[]'
+
+${EXIT_CODES_USAGE}`;
 
 export interface TenantRow {
   readonly stack: string;

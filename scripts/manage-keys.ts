@@ -12,7 +12,7 @@ import { createFromRoster, type RosterRun } from "./lib/roster-keys.ts";
 import { rotateKey } from "./lib/rotate-key.ts";
 import { writeOff } from "./lib/write-off.ts";
 import { newKeyName, renamedLine, renameUnsupported } from "./lib/rename-key.ts";
-import { commaList, instantFlag, type Io, npmDashHint, parseFlags, required, runScript, shellWord, UsageError } from "./lib/cli.ts";
+import { commaList, EXIT_CODES_USAGE, instantFlag, type Io, npmDashHint, parseFlags, required, runScript, shellWord, UsageError } from "./lib/cli.ts";
 import { closestName } from "./lib/closest-name.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { formatTable } from "./lib/table.ts";
@@ -72,7 +72,7 @@ Examples:
   npm run manage-keys -- write-off --stack acme --key team-07 --amount 40 --note "refund, credit note CN-7"
   npm run manage-keys -- update --stack acme --key team-07 --tier pro --all-models
   npm run manage-keys -- rotate --stack acme --key team-07
-  GPU_SANDBOX_ADMIN_TOKEN=… npm run manage-keys -- revoke --url https://203-0-113-9.ip.linodeusercontent.com --key team-07`;
+  GPU_SANDBOX_ADMIN_TOKEN=… npm run manage-keys -- revoke --url https://203-0-113-9.ip.linodeusercontent.com --key team-07\n\n${EXIT_CODES_USAGE}`;
 
 const OPTIONS = {
   ...TARGET_OPTIONS,
@@ -180,10 +180,10 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
         ...(flags["expires-at"] !== undefined ? { expiresAt: flags["expires-at"] } : {}),
       };
       const taken = nameTaken(await client.listKeys(), name);
-      if (taken?.by === "id") throw new UsageError(`--name "${name}" is the id of another key (${taken.key.name}), and --key "${name}" would always mean that key: choose another --name`);
+      if (taken?.by === "id") throw new UsageError(`--name "${name}" is the id of another key (${taken.key.name}), and --key "${name}" would always mean that key: choose another --name`, { exit: "refused" });
       // A retry with an Idempotency-Key is sent: the key in use may be the one its first attempt made.
       if (taken && idem === undefined) {
-        throw new UsageError(`a key named "${name}" is in use (id ${taken.key.id}), and --key "${name}" must name one key: choose another --name, or revoke that key first (${manageKeysCommand(flags, "revoke", [["key", taken.key.id]])})`);
+        throw new UsageError(`a key named "${name}" is in use (id ${taken.key.id}), and --key "${name}" must name one key: choose another --name, or revoke that key first (${manageKeysCommand(flags, "revoke", [["key", taken.key.id]])})`, { exit: "refused" });
       }
       const retry = idem && manageKeysCommand(flags, "create", [["name", name], ["credits", body.credits], ["tier", flags.tier], ["models", flags.models], ["expires-at", flags["expires-at"]], ["idempotency-key", idem]]);
       if (idem) io.err(`Idempotency-Key: ${idem}; to retry safely: ${retry}`);
@@ -247,7 +247,7 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
       // Compared with the key found, not the text given: findKey reads " team-07" as team-07.
       const namesakes = keys.filter((k) => k.name === key.name && k.id !== key.id);
       if (given !== undefined && key.id !== ref.trim() && namesakes.length > 0) {
-        throw new UsageError(`--key "${ref}" names other keys too (${namesakes.map((k) => k.id).join(", ")}), revoked or not; with --idempotency-key give the id of the key the first attempt went to`);
+        throw new UsageError(`--key "${ref}" names other keys too (${namesakes.map((k) => k.id).join(", ")}), revoked or not; with --idempotency-key give the id of the key the first attempt went to`, { exit: "refused" });
       }
       // The same request again, by the key's id: printed before the request, so an operator whose
       // terminal died with it still has the one retry that can never credit twice.
@@ -259,10 +259,10 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
         grant = await client.topUp(key.id, { amount, ...(flags.note !== undefined ? { note: flags.note } : {}) }, idem);
       } catch (err) {
         if (mayHaveActed(err)) {
-          throw new UsageError(`${err.message}\nThe top-up may have been applied. Retry it with the same Idempotency-Key, which adds the credits at most once: ${retry}`);
+          throw new UsageError(`${err.message}\nThe top-up may have been applied. Retry it with the same Idempotency-Key, which adds the credits at most once: ${retry}`, { cause: err });
         }
         if (err instanceof AdminApiError && err.code === "idempotency_key_reused") {
-          throw new UsageError(`${err.message}\nThe first top-up with Idempotency-Key ${idem} was applied to ${key.name} (${key.id}); this one (--amount ${amount}${flags.note !== undefined ? `, --note ${shellWord(flags.note)}` : ""}) is a different request, so nothing was added now. Compare the key's balance (${manageKeysCommand(flags, "list")}); to add these credits as another top-up, run it without --idempotency-key.`);
+          throw new UsageError(`${err.message}\nThe first top-up with Idempotency-Key ${idem} was applied to ${key.name} (${key.id}); this one (--amount ${amount}${flags.note !== undefined ? `, --note ${shellWord(flags.note)}` : ""}) is a different request, so nothing was added now. Compare the key's balance (${manageKeysCommand(flags, "list")}); to add these credits as another top-up, run it without --idempotency-key.`, { cause: err });
         }
         throw err;
       }
@@ -305,8 +305,8 @@ function rosterRun(flags: Flags): RosterRun {
 function notActiveForTopUp(flags: Flags, key: ApiKey): void {
   const status = keyStatus(key);
   const which = `key ${key.name} (${key.id})`;
-  if (status === "revoked") throw new UsageError(`top-up refused: ${which} is revoked (since ${shownTime(key.revoked_at!)}), and a revoked key cannot be credited: create a new key instead`);
-  if (status === "expired") throw new UsageError(`top-up refused: ${which} is expired (since ${shownTime(key.expires_at!)}): move its expiry on first (${manageKeysCommand(flags, "update", [["key", key.id]])} --expires-at <time>), then top it up`);
+  if (status === "revoked") throw new UsageError(`top-up refused: ${which} is revoked (since ${shownTime(key.revoked_at!)}), and a revoked key cannot be credited: create a new key instead`, { exit: "refused" });
+  if (status === "expired") throw new UsageError(`top-up refused: ${which} is expired (since ${shownTime(key.expires_at!)}): move its expiry on first (${manageKeysCommand(flags, "update", [["key", key.id]])} --expires-at <time>), then top it up`, { exit: "refused" });
 }
 
 /**
@@ -334,8 +334,8 @@ async function updateKey(flags: Flags, client: AdminClient, io: Io): Promise<num
     updated = await client.updateKey(key.id, { ...name, ...body });
   } catch (err) {
     // A shim from before the route: its 405 (nothing changed) says what to do, not how it refused.
-    if (err instanceof AdminApiError && err.status === 405) throw new UsageError("this shim predates `update` (PATCH /admin/keys/{id}): upgrade it (pulumi up)");
-    if (mayHaveActed(err)) throw new UsageError(`${err.message}\nThe change may have been made. Running this update again is safe: it sets the same values (${manageKeysCommand(flags, "list")} shows them).`);
+    if (err instanceof AdminApiError && err.status === 405) throw new UsageError("this shim predates `update` (PATCH /admin/keys/{id}): upgrade it (pulumi up)", { cause: err });
+    if (mayHaveActed(err)) throw new UsageError(`${err.message}\nThe change may have been made. Running this update again is safe: it sets the same values (${manageKeysCommand(flags, "list")} shows them).`, { cause: err });
     throw renameUnsupported(err) ?? err;
   }
   if (flags.json) io.out(JSON.stringify(updated, null, 2));

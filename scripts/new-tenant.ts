@@ -12,7 +12,7 @@ import { CONFIG_NAMESPACE, type ConfigProblem, type TenantConfig } from "../infr
 import { configWarnings, planFor } from "../infra/plan.ts";
 import { Secret } from "../infra/secret.ts";
 import { stackFilePath } from "../infra/stack-file.ts";
-import { commaList, npmDashHint, parseFlags, runScript, UsageError } from "./lib/cli.ts";
+import { commaList, EXIT_CODES_USAGE, npmDashHint, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { TOKEN_FLAG_REFUSAL } from "./lib/linode-api.ts";
 import { initStack, manualSteps, reportExisting, SECRETS_FROM_ENV } from "./lib/stack-setup.ts";
@@ -50,7 +50,9 @@ Examples:
     --model Qwen/Qwen2.5-7B-Instruct --served-name qwen2.5-7b --allowed-cidrs 0.0.0.0/0,::/0 \\
     --admin-cidrs "$(curl -4s https://ifconfig.me)/32" --ttl-hours 24 --key app:1000:developer
   HF_TOKEN=hf_… npm run new-tenant -- team-01 --region de-fra-2 --model meta-llama/Llama-3.1-8B-Instruct \\
-    --admin-cidrs "$(curl -4s https://ifconfig.me)/32" --tls self-signed --allowed-cidrs 198.51.100.0/24 --hf-token-from-env`;
+    --admin-cidrs "$(curl -4s https://ifconfig.me)/32" --tls self-signed --allowed-cidrs 198.51.100.0/24 --hf-token-from-env
+
+${EXIT_CODES_USAGE}`;
 
 const OPTIONS = {
   region: { type: "string" },
@@ -177,7 +179,7 @@ export interface NewTenantRequest {
  */
 function createStackFile(path: string, shownFile: string, text: string): boolean {
   const cannot = (err: unknown, left = "nothing was written") => new UsageError(`new-tenant: cannot write ${shownFile}: ${(err as Error).message}; ${left}. ` +
-    "No Pulumi stack was created or changed (new-tenant writes the file first). Fix the cause (disk space, a quota, permissions) and run again.");
+    "No Pulumi stack was created or changed (new-tenant writes the file first). Fix the cause (disk space, a quota, permissions) and run again.", { exit: "failed" });
   try {
     mkdirSync(dirname(path), { recursive: true });
   } catch (err) {

@@ -4,7 +4,7 @@
 // exit 1 when a destroy failed or a stack's state could not be read.
 import { resolve } from "node:path";
 import { isoSeconds } from "../api-shim/src/requests/period.ts";
-import { formatDuration, instantFlag, numberFlag, parseFlags, runScript, UsageError } from "./lib/cli.ts";
+import { EXIT_CODES_USAGE, formatDuration, instantFlag, numberFlag, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { INTERRUPTED_EXIT_CODE, watchInterruption } from "./lib/interruption.ts";
 import { commandLine, destroyArgs, tail } from "./lib/pulumi.ts";
@@ -59,7 +59,9 @@ Examples:
   npm run reap-expired -- --yes
   npm run reap-expired -- --yes --force acme     # acme's endpoint is gone: destroy it without its usage
   # from cron every 15 minutes, with the environment it needs: README.md, "Operate many tenants"
-  */15 * * * * . $HOME/.config/gpu-sandbox/cron.env && cd /srv/gpu-sandbox && flock -n /tmp/gpu-sandbox-reap.lock npm run --silent reap-expired -- --yes >> $HOME/gpu-sandbox-reap.log 2>&1`;
+  */15 * * * * . $HOME/.config/gpu-sandbox/cron.env && cd /srv/gpu-sandbox && flock -n /tmp/gpu-sandbox-reap.lock npm run --silent reap-expired -- --yes >> $HOME/gpu-sandbox-reap.log 2>&1
+
+${EXIT_CODES_USAGE}`;
 
 export interface ReapPlan {
   readonly expired: readonly { tenant: Tenant; at: Date }[];

@@ -10,16 +10,19 @@ import { BundleDirError, renderBundle, writeBundle } from "../infra/render/bundl
 import { hostCloudInit } from "../infra/render/cloud-init.ts";
 import { listStackNames, misplacedSetting, readStackConfig, StackFileError } from "../infra/stack-file.ts";
 import { parseFlags, UsageError } from "./lib/cli.ts";
+import { EXIT, EXIT_CODES_USAGE, exitCodeOf } from "./lib/exit-codes.ts";
 
 const USAGE = `Usage: npm run render -- --stack <name> [--out <dir>]
 
 Validates stacks/Pulumi.<name>.yaml, writes the host bundle to out/<name>/ (or --out) and prints
-the plan: resources, open ports, GPU and cost. Exits 1 when the stack is missing or invalid.
+the plan: resources, open ports, GPU and cost. Exits 2 when the stack is missing or invalid.
 
 A render replaces the files an earlier render wrote to the directory (those its MANIFEST.sha256
 lists, and cloud-init.yaml) and touches nothing else there, such as a .env; it refuses, changing
 nothing, a directory holding a file it would write over that no earlier render wrote. A relative
---out starts at the repository's root, where npm runs the script.`;
+--out starts at the repository's root, where npm runs the script.
+
+${EXIT_CODES_USAGE}`;
 
 export interface RenderResult {
   readonly outDir: string;
@@ -67,7 +70,7 @@ export function main(argv: readonly string[], root = process.cwd()): number {
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
     console.error(err.message);
-    return 1;
+    return exitCodeOf(err);
   }
   if (values.help) {
     console.log(USAGE);
@@ -76,7 +79,7 @@ export function main(argv: readonly string[], root = process.cwd()): number {
   if (!values.stack) {
     const stacks = listStackNames(root);
     console.error(`--stack is required.${stacks.length ? ` Stacks: ${stacks.join(", ")}` : ""}\n\n${USAGE}`);
-    return 1;
+    return EXIT.usage;
   }
   try {
     const r = renderStack(root, values.stack, values.out);
@@ -89,9 +92,10 @@ export function main(argv: readonly string[], root = process.cwd()): number {
     }
     return 0;
   } catch (err) {
+    // A stack file to fix is the command's input, as a bad flag is: exit 2.
     if (err instanceof UsageError || err instanceof StackFileError) {
       console.error(err.message);
-      return 1;
+      return err instanceof UsageError ? exitCodeOf(err) : EXIT.usage;
     }
     throw err;
   }

@@ -6,7 +6,7 @@ import { creditsNumber, parseCredits } from "../api-shim/src/money/money.ts";
 import { ShimError } from "../api-shim/src/errors.ts";
 import { parsePeriod, periodQuery, readInstant } from "../api-shim/src/requests/period.ts";
 import { AdminApiError, type AdminClient, adminClient, type ApiKey, type CreditsStatement, findKey, isMissingRoute, keyReference, type UsageQuery, type UsageReport, type UsageRow } from "./lib/admin-client.ts";
-import { instantFlag, oneOf, parseFlags, runScript, UsageError } from "./lib/cli.ts";
+import { EXIT_CODES_USAGE, instantFlag, oneOf, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { formatTable } from "./lib/table.ts";
 import { REJECTED_TOKEN_FLAGS, resolveAdminTarget, TARGET_OPTIONS, TARGET_USAGE } from "./lib/tenant-target.ts";
@@ -68,7 +68,9 @@ Examples:
   npm run --silent report-usage -- --stack acme --format csv > acme-usage.csv
   npm run --silent report-usage -- --stack acme --all --group day,model --format csv > acme-ledger.csv
   npm run --silent report-usage -- --stack acme --all --group key --format csv > acme-keys.csv
-  npm run --silent report-usage -- --stack acme --group key --from 2026-11-01 --to 2026-11-30 --format csv > acme-2026-11-credits.csv`;
+  npm run --silent report-usage -- --stack acme --group key --from 2026-11-01 --to 2026-11-30 --format csv > acme-2026-11-credits.csv
+
+${EXIT_CODES_USAGE}`;
 
 const OPTIONS = {
   ...TARGET_OPTIONS,
@@ -278,7 +280,7 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
 /** A shim older than group=day,model refuses it (its 400 naming `group`): said as such, with what works with it. */
 function olderThanDayModel(err: unknown, group: string): unknown {
   if ((group !== "day,model" && group !== "model,price") || !(err instanceof AdminApiError && err.status === 400 && err.param === "group")) return err;
-  return new UsageError(`${err.message}\nThis tenant's shim is older than --group ${group} (2026-12-07): use --group day or --group model with it, or upgrade it (pulumi up with this checkout).`);
+  return new UsageError(`${err.message}\nThis tenant's shim is older than --group ${group} (2026-12-07): use --group day or --group model with it, or upgrade it (pulumi up with this checkout).`, { cause: err });
 }
 
 /**

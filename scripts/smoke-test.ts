@@ -4,7 +4,7 @@
 // answer, and that a made-up key gets 401. Prints one PASS/FAIL line per check with its timing;
 // exit 0 only if every check passed.
 import OpenAI from "openai";
-import { formatDuration, type Io, networkReason, notTheApi, numberFlag, parseFlags, runScript, UsageError } from "./lib/cli.ts";
+import { EXIT_CODES_USAGE, formatDuration, type Io, networkReason, notTheApi, numberFlag, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { credentialStray, trimCredential } from "./lib/credential.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { isRedirect, redirectAdvice } from "./lib/redirect.ts";
@@ -37,13 +37,15 @@ page at a wrong --url) fails its check with its first characters.
   --timeout-seconds <n>  per request, a streamed answer to its end (1 to 3600; default 60)
   --json                 once the checks have run, one JSON object on stdout: {url, ok, passed,
                          failed, checks: [{name, ok, ms, detail}]}; the lines above go to
-                         stderr then. A bad flag or no key: no JSON, exit 1, why on stderr
+                         stderr then. A bad flag or no key: no JSON, exit 2, why on stderr
 
 Examples:
   export ${API_KEY_ENV}="$(pulumi stack output apiKeys --show-secrets --stack acme | jq -r .app)"
   npm run smoke-test -- --url "$(pulumi stack output endpoint --stack acme)"
   npm run smoke-test -- --url https://llm.example.com/v1 --model qwen2.5-7b --ca ca.pem
-  npm run --silent smoke-test -- --url "$ACME_URL" --json > smoke.json   # in CI: jq '.checks[] | select(.ok | not)' smoke.json`;
+  npm run --silent smoke-test -- --url "$ACME_URL" --json > smoke.json   # in CI: jq '.checks[] | select(.ok | not)' smoke.json
+
+${EXIT_CODES_USAGE}`;
 
 const OPTIONS = {
   url: { type: "string" },

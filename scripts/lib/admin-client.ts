@@ -117,7 +117,8 @@ export class AdminApiError extends UsageError {
 
   /** `cause`: the network failure, when the API did not answer (hostUnreachable tells a host that is down). */
   constructor(message: string, details: { outcome: RequestOutcome; status?: number; code?: string; apiMessage?: string; param?: string; retryAfter?: string | null; cause?: unknown }) {
-    super(message, details.cause === undefined ? undefined : { cause: details.cause });
+    // Its outcome is its exit code's class (exit-codes.ts): 3 not sent, 4 refused, 5 unknown.
+    super(message, { cause: details.cause, exit: details.outcome });
     this.outcome = details.outcome;
     this.status = details.status;
     this.code = details.code;
@@ -364,9 +365,10 @@ async function apiError(res: Response, method: string, path: string, target: Adm
     // The shim answers every 404 with its error object; another service (vLLM, a web server) does not.
     res.status === 404 && apiMessage === undefined ? `\n${target.baseUrl} is not the shim's admin API (its 404 is not the shim's error): is --url the tenant's endpoint (https://<host>, or https://<host>/v1)?` :
     "";
-  // A 5xx may come after the API acted (a proxy's 502/504 while the shim answered late).
+  // A 5xx may come after the API acted (a proxy's 502/504 while the shim answered late); not a 501
+  // or 507 (the shim's backup on Postgres, or without room: nothing done, and again fails again).
   return new AdminApiError(`admin API ${method} ${path.split("?")[0]} failed: ${res.status} ${code ? `${code}: ` : ""}${message}${hint}`, {
-    outcome: res.status >= 500 ? "unknown" : "refused", status: res.status, retryAfter: res.headers.get("retry-after"),
+    outcome: res.status >= 500 && res.status !== 501 && res.status !== 507 ? "unknown" : "refused", status: res.status, retryAfter: res.headers.get("retry-after"),
     ...(code !== undefined ? { code } : {}), ...(apiMessage !== undefined ? { apiMessage } : {}), ...(param !== undefined ? { param } : {}),
   });
 }

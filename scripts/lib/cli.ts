@@ -5,12 +5,11 @@ import { decimalNumber } from "../../infra/config/checks.ts";
 import { codePointLabel } from "../../api-shim/src/names.ts";
 import { readInstant } from "../../api-shim/src/requests/period.ts";
 import { closestName } from "./closest-name.ts";
+import { EXIT_CODES_USAGE, exitCodeOf, UsageError } from "./exit-codes.ts";
 import { typographicDashFlag } from "./typographic-dash.ts";
 
-/** A mistake the user can fix (a bad flag, a missing variable, an API refusal): shown without a stack trace. */
-export class UsageError extends Error {
-  override name = "UsageError";
-}
+// Re-exported: every script imports what it prints and throws from here.
+export { EXIT_CODES_USAGE, UsageError };
 
 /** Where a script prints. Tests pass their own to read what a user would see. */
 export interface Io {
@@ -206,7 +205,7 @@ export function commaList(value: string | undefined): string[] | undefined {
 
 /**
  * Runs a script body: returns its exit code; a UsageError prints its message (no stack trace)
- * and gives 1. Anything else is a bug and keeps its stack.
+ * and gives the code of what it is (exit-codes.ts). Anything else is a bug and keeps its stack.
  */
 export async function runScript(io: Io, body: () => Promise<number>): Promise<number> {
   try {
@@ -214,7 +213,7 @@ export async function runScript(io: Io, body: () => Promise<number>): Promise<nu
   } catch (err) {
     if (err instanceof UsageError) {
       io.err(err.message);
-      return 1;
+      return exitCodeOf(err);
     }
     throw err;
   }

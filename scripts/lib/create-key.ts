@@ -58,10 +58,10 @@ export async function createKey(client: AdminClient, body: CreateBody, target: T
     return once ? await client.createKeyOnce(body, once.key) : await client.createKey(body);
   } catch (err) {
     if (once && err instanceof AdminApiError && err.code === "idempotency_key_reused") {
-      throw new UsageError(`${err.message}\nIdempotency-Key ${once.key} made another key, from another --name, --credits, --tier, --models or --expires-at: nothing was created now. Give its first command's flags to get that key back, or another --idempotency-key for a new key.`);
+      throw new UsageError(`${err.message}\nIdempotency-Key ${once.key} made another key, from another --name, --credits, --tier, --models or --expires-at: nothing was created now. Give its first command's flags to get that key back, or another --idempotency-key for a new key.`, { cause: err });
     }
     if (!mayHaveActed(err)) throw err;
-    if (once) throw new UsageError(`${err.message}\nThe key may have been created. Retry with the same Idempotency-Key, which makes it at most once and answers its id (not its secret, which was only in the lost answer: rotate the key for a new one): ${once.retry}`);
+    if (once) throw new UsageError(`${err.message}\nThe key may have been created. Retry with the same Idempotency-Key, which makes it at most once and answers its id (not its secret, which was only in the lost answer: rotate the key for a new one): ${once.retry}`, { cause: err });
     throw secretLost(err, `A key named "${body.name}" may have been created`, "a second create would make a second key",
       `run ${manageKeysCommand(target, "list")}, and if a key named "${body.name}" that you do not know of is there, revoke it with ${manageKeysCommand(target, "revoke")} --key <its id>`);
   }

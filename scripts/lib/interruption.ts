@@ -4,6 +4,7 @@
 // point, pulumi/pulumi#1231) then dies of SIGPIPE half way, which can leave the stack locked with
 // pending operations (pulumi/pulumi#1077). Instead a first signal lets the commands finish their
 // cancel (the script starts nothing new), and a second one kills them and exits.
+import { EXIT } from "./exit-codes.ts";
 
 /** Where the signals come from and how the script exits on a second one: the process, or a test's stand-in. */
 export interface SignalHost {
@@ -12,8 +13,8 @@ export interface SignalHost {
   exit(code: number): void;
 }
 
-/** The exit code of a script stopped by a signal (128 + SIGINT's 2), as a shell reports ^C. */
-export const INTERRUPTED_EXIT_CODE = 130;
+/** The exit code of a script stopped by a signal (128 + SIGINT's 2), as a shell reports ^C: one of exit-codes.ts's. */
+export const INTERRUPTED_EXIT_CODE = EXIT.interrupted;
 
 export interface Interruption {
   /** Whether a first signal came: the script starts nothing new. */

@@ -37,11 +37,11 @@ export function findKey(keys: readonly ApiKey[], given: string): ApiKey {
   const byName = active.length > 0 ? active : named;
   if (byName.length === 1) return byName[0]!;
   if (byName.length > 1) {
-    throw new UsageError(`--key "${ref}" names ${byName.length} ${active.length > 0 ? "" : "revoked or expired "}keys (${byName.map((k) => k.id).join(", ")}); give the id`);
+    throw new UsageError(`--key "${ref}" names ${byName.length} ${active.length > 0 ? "" : "revoked or expired "}keys (${byName.map((k) => k.id).join(", ")}); give the id`, { exit: "refused" });
   }
   const known = keys.filter((k) => keyStatus(k, now) === "active");
-  if (known.length === 0) throw new UsageError(`--key "${ref}": no key with that id or name; the tenant has no keys in use`);
+  if (known.length === 0) throw new UsageError(`--key "${ref}": no key with that id or name; the tenant has no keys in use`, { exit: "refused" });
   const shown = known.slice(0, LISTED_IN_ERRORS).map((k) => `${k.name} (${k.id})`).join(", ");
   const more = known.length > LISTED_IN_ERRORS ? `, and ${known.length - LISTED_IN_ERRORS} more (npm run manage-keys -- list)` : "";
-  throw new UsageError(`--key "${ref}": no key with that id or name; keys in use: ${shown}${more}`);
+  throw new UsageError(`--key "${ref}": no key with that id or name; keys in use: ${shown}${more}`, { exit: "refused" });
 }

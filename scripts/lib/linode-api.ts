@@ -1,7 +1,7 @@
 // Linode's own API, read-only, for `list-tenants --linode`: what Linode holds and bills for,
 // whatever the stacks' state says. GET only, with LINODE_TOKEN from the environment (never a
 // flag), at the address the Linode provider uses (LINODE_URL and LINODE_API_VERSION).
-import { networkReason, setVariables, startOf, UsageError } from "./cli.ts";
+import { failedBeforeSending, networkReason, setVariables, startOf, UsageError } from "./cli.ts";
 
 /** The Linode provider's default address (terraform-provider-linode's DefaultLinodeURL); the version is appended to it. */
 const DEFAULT_URL = "https://api.linode.com";
@@ -129,23 +129,24 @@ async function getPage(api: LinodeApi, collection: Collection, page: number): Pr
     const why = err instanceof DOMException && err.name === "TimeoutError"
       ? `no answer within ${REQUEST_TIMEOUT_MS / 1000} s`
       : networkReason(err, "its certificate is not trusted by this machine (behind a proxy that inspects TLS, give Node its CA: NODE_EXTRA_CA_CERTS=<file>)");
-    throw new UsageError(`could not reach Linode's API at ${api.base} (${request}): ${why}`);
+    // Exit 3 or 5 as the admin API's failures (exit-codes.ts): a read, so either may simply run again.
+    throw new UsageError(`could not reach Linode's API at ${api.base} (${request}): ${why}`, { exit: failedBeforeSending(err) ? "not-sent" : "unknown" });
   }
   const json = parsed(body);
   const reasons = errorReasons(json);
   const answer = `${status}${reasons === "" ? "" : ` ${reasons}`}`;
   const answered = `${status}${reasons === "" ? "" : ` (${reasons})`}`;
-  if (status === 401) throw new UsageError(`Linode refused LINODE_TOKEN (${answer}, ${request}): it is wrong, expired or revoked. ${capitalised(MAKE_TOKEN)}`);
+  if (status === 401) throw new UsageError(`Linode refused LINODE_TOKEN (${answer}, ${request}): it is wrong, expired or revoked. ${capitalised(MAKE_TOKEN)}`, { exit: "refused" });
   if (status === 403) {
     const { scope, oauth } = COLLECTIONS[collection];
-    throw new UsageError(`LINODE_TOKEN may not read ${scope} (${answer}, ${request}): give it the ${scope} scope, Read Only is enough (${oauth}), or ${MAKE_TOKEN}`);
+    throw new UsageError(`LINODE_TOKEN may not read ${scope} (${answer}, ${request}): give it the ${scope} scope, Read Only is enough (${oauth}), or ${MAKE_TOKEN}`, { exit: "refused" });
   }
   if (status === 404) {
     throw new UsageError(`${request} answered ${answered}: is LINODE_URL (${api.url}) Linode's API? It is the address without the version (${DEFAULT_URL}): ` +
-      `LINODE_API_VERSION (${DEFAULT_VERSION}) is appended to it, as the Linode provider does`);
+      `LINODE_API_VERSION (${DEFAULT_VERSION}) is appended to it, as the Linode provider does`, { exit: "refused" });
   }
-  if (status < 200 || status > 299) throw new UsageError(`Linode's API answered ${answered} to ${request}: nothing was listed; try again later`);
-  if (!isPage(json)) throw new UsageError(`${request} answered ${status} but not with Linode's JSON (${startOf(body)}); is LINODE_URL (${api.url}) Linode's API?`);
+  if (status < 200 || status > 299) throw new UsageError(`Linode's API answered ${answered} to ${request}: nothing was listed; try again later`, { exit: status >= 500 ? "unknown" : "refused" });
+  if (!isPage(json)) throw new UsageError(`${request} answered ${status} but not with Linode's JSON (${startOf(body)}); is LINODE_URL (${api.url}) Linode's API?`, { exit: "refused" });
   return json;
 }
 

@@ -12,5 +12,5 @@ export const mayHaveActed = (err: unknown): err is AdminApiError => err instance
  * gone for good: no call shows it again.
  */
 export function secretLost(err: AdminApiError, happened: string, so: string, next: string): UsageError {
-  return new UsageError(`${err.message}\n${happened} (its secret was only in the lost answer, and ${so}): ${next}.`);
+  return new UsageError(`${err.message}\n${happened} (its secret was only in the lost answer, and ${so}): ${next}.`, { cause: err });
 }

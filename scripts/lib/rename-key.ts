@@ -10,14 +10,14 @@ export function newKeyName(value: string, keys: readonly ApiKey[], key: ApiKey):
   const problem = keyNameProblem(name);
   if (problem) throw new UsageError(`--name ${problem}`);
   const idHolder = keys.find((k) => k.id === name && k.id !== key.id);
-  if (idHolder) throw new UsageError(`--name "${name}" is the id of another key (${idHolder.name}), and --key "${name}" would always mean that key: choose another --name`);
+  if (idHolder) throw new UsageError(`--name "${name}" is the id of another key (${idHolder.name}), and --key "${name}" would always mean that key: choose another --name`, { exit: "refused" });
   return name;
 }
 
 /** A shim of before renames answers a name with its 400 for an unknown field: nothing changed. */
 export function renameUnsupported(err: unknown): UsageError | undefined {
   if (!(err instanceof AdminApiError) || err.status !== 400 || !err.apiMessage?.startsWith("Unknown field 'name'")) return undefined;
-  return new UsageError("this shim predates `update --name` (a key's name in PATCH /admin/keys/{id}): upgrade it (pulumi up); nothing was changed");
+  return new UsageError("this shim predates `update --name` (a key's name in PATCH /admin/keys/{id}): upgrade it (pulumi up); nothing was changed", { cause: err });
 }
 
 /** What `update --name` prints: the rename, and what it does not reach. */

@@ -58,10 +58,10 @@ function defaultHandout(target: TargetFlags, root: string, now: number): string 
   }
 }
 
-/** The problems, one a line, and that nothing was created. */
-function refused(path: string, problems: readonly RosterProblem[]): UsageError {
+/** The problems, one a line, and that nothing was created; `exit` "refused" when they were found against the tenant's keys. */
+function refused(path: string, problems: readonly RosterProblem[], exit?: "refused"): UsageError {
   const n = problems.length;
-  return new UsageError(`${path}: ${n} problem${n === 1 ? "" : "s"}; nothing was created:\n${problems.map((p) => `  ${problemText(p)}`).join("\n")}`);
+  return new UsageError(`${path}: ${n} problem${n === 1 ? "" : "s"}; nothing was created:\n${problems.map((p) => `  ${problemText(p)}`).join("\n")}`, { exit });
 }
 
 /** A create's body from a roster's line: its values, else the flags'. */
@@ -108,7 +108,7 @@ export async function createFromRoster(run: RosterRun, deps: ScriptDeps, connect
   });
   try {
     const plan = againstKeys(roster.entries, await client.listKeys());
-    if (plan.problems.length > 0) throw refused(run.from, plan.problems);
+    if (plan.problems.length > 0) throw refused(run.from, plan.problems, "refused");
     for (const { entry, key } of plan.skipped) io.err(`skipped line ${entry.line}: ${entry.name} has a key in use (id ${key.id}), made by an earlier run or by hand`);
     const total = plan.create.length;
     if (total === 0) {
@@ -125,7 +125,7 @@ export async function createFromRoster(run: RosterRun, deps: ScriptDeps, connect
       } catch (err) {
         if (!(err instanceof UsageError)) throw err;
         // A lost answer says what to check (createKey); any failure says what was made and what next.
-        throw new UsageError(`${err.message}\n${stoppedAt(entry, made.length, total, handout)}`);
+        throw new UsageError(`${err.message}\n${stoppedAt(entry, made.length, total, handout)}`, { cause: err });
       } finally {
         inFlight = undefined;
       }
@@ -133,7 +133,8 @@ export async function createFromRoster(run: RosterRun, deps: ScriptDeps, connect
       made.push(created);
       io.err(`created ${made.length}/${total}: ${created.name}`);
       const expiryLost = expiryNotApplied(created, entry.expiresAt, entry.expiresAt === run.defaults.expiresAt ? "--expires-at" : `line ${entry.line}'s expires_at`);
-      if (expiryLost) throw new UsageError(`${expiryLost}\nStopped: this shim does not read expiries (upgrade it: pulumi up); ${plural(made.length, "key")} made, in ${handout.path}.`);
+      // Exit 1, as a single create's: the API made the key (nothing refused), only not as asked.
+      if (expiryLost) throw new UsageError(`${expiryLost}\nStopped: this shim does not read expiries (upgrade it: pulumi up); ${plural(made.length, "key")} made, in ${handout.path}.`, { exit: "failed" });
     }
     if (interruption.requested) {
       io.err(`interrupted after ${made.length} of ${total} keys, all in ${handout.path}; run the same command again (without --handout, or with another) to make the ${total - made.length} still missing: it skips the names that have a key`);

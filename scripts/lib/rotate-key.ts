@@ -16,7 +16,7 @@ export async function rotateKey(client: AdminClient, key: ApiKey, again: string,
   } catch (err) {
     // A shim from before the route: its 404 names the route it does not know (a key it does not know is "No such key.").
     if (err instanceof AdminApiError && err.status === 404 && err.apiMessage?.startsWith("Unknown route")) {
-      throw new UsageError("this shim predates `rotate` (POST /admin/keys/{id}/rotate): upgrade it (pulumi up)");
+      throw new UsageError("this shim predates `rotate` (POST /admin/keys/{id}/rotate): upgrade it (pulumi up)", { cause: err });
     }
     if (mayHaveActed(err)) throw secretLost(err, `Key ${key.name} (${key.id}) may have been rotated`, "the old one may no longer work either", `run ${again} again to give it a secret you know`);
     throw err;

@@ -94,7 +94,8 @@ async function fromStack(stack: string, pulumi: PulumiCli, caFile: string | unde
   }
   const r = await stackOutputs(pulumi, stack, { showSecrets: true });
   if (r.kind === "no-stack") throw new UsageError(`stack ${stack} is not in the Pulumi backend (see \`pulumi stack ls\`); create it with \`npm run new-tenant\``);
-  if (r.kind === "error") throw new UsageError(`cannot read stack ${stack}'s outputs: ${r.message}`);
+  // Pulumi's own failure (a backend out of reach, a wrong passphrase, a lock): not the command line's.
+  if (r.kind === "error") throw new UsageError(`cannot read stack ${stack}'s outputs: ${r.message}`, { exit: "failed" });
   return targetFromOutputs(stack, r.outputs, caFile);
 }
 

@@ -37,7 +37,7 @@ export async function writeOff(flags: WriteOffFlags, client: AdminClient, io: Io
   // As top-up: a retry must reach the key its first attempt went to, not a namesake made since.
   const namesakes = keys.filter((k) => k.name === key.name && k.id !== key.id);
   if (given !== undefined && key.id !== ref.trim() && namesakes.length > 0) {
-    throw new UsageError(`--key "${ref}" names other keys too (${namesakes.map((k) => k.id).join(", ")}), revoked or not; with --idempotency-key give the id of the key the first attempt went to`);
+    throw new UsageError(`--key "${ref}" names other keys too (${namesakes.map((k) => k.id).join(", ")}), revoked or not; with --idempotency-key give the id of the key the first attempt went to`, { exit: "refused" });
   }
   const retry = manageKeysCommand(flags, "write-off", [["key", key.id], ["amount", amount], ["note", note], ["idempotency-key", idem]]);
   io.err(`Idempotency-Key: ${idem}; to retry safely: ${retry}`);
@@ -59,14 +59,14 @@ export async function writeOff(flags: WriteOffFlags, client: AdminClient, io: Io
 
 /** The API's refusal (or a lost answer) as what the operator should do next. */
 function refusal(err: unknown, c: { flags: WriteOffFlags; key: ApiKey; amount: string; note: string; idem: string; retry: string }): unknown {
-  if (mayHaveActed(err)) return new UsageError(`${err.message}\nThe write-off may have been applied. Retry it with the same Idempotency-Key, which takes the credits off at most once: ${c.retry}`);
+  if (mayHaveActed(err)) return new UsageError(`${err.message}\nThe write-off may have been applied. Retry it with the same Idempotency-Key, which takes the credits off at most once: ${c.retry}`, { cause: err });
   if (!(err instanceof AdminApiError)) return err;
   // The key was just listed: a 404 without `param` is the route missing, not the key.
-  if (isMissingRoute(err) && err.param !== "id") return new UsageError(`write-off refused: ${OLDER_SHIM}`);
+  if (isMissingRoute(err) && err.param !== "id") return new UsageError(`write-off refused: ${OLDER_SHIM}`, { cause: err });
   if (err.code === "idempotency_key_reused") {
-    return new UsageError(`${err.message}\nThe first write-off with Idempotency-Key ${c.idem} was applied to ${c.key.name} (${c.key.id}); this one (--amount ${c.amount}, --note ${shellWord(c.note)}) is a different request, so nothing was taken off now. Compare the key's balance (${manageKeysCommand(c.flags, "list")}); to write off these credits too, run it without --idempotency-key.`);
+    return new UsageError(`${err.message}\nThe first write-off with Idempotency-Key ${c.idem} was applied to ${c.key.name} (${c.key.id}); this one (--amount ${c.amount}, --note ${shellWord(c.note)}) is a different request, so nothing was taken off now. Compare the key's balance (${manageKeysCommand(c.flags, "list")}); to write off these credits too, run it without --idempotency-key.`, { cause: err });
   }
   // More than is available now (the balance less what requests in flight hold): nothing taken.
-  if (err.param === "amount") return new UsageError(`${err.message}\nNothing was written off; the key's remaining credits: ${manageKeysCommand(c.flags, "list")}`);
+  if (err.param === "amount") return new UsageError(`${err.message}\nNothing was written off; the key's remaining credits: ${manageKeysCommand(c.flags, "list")}`, { cause: err });
   return err;
 }

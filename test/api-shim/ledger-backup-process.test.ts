@@ -124,7 +124,7 @@ describe("backing up the SQLite ledger of a running shim", () => {
       expect(body.error.message).toContain(`and ${body.error.bytes_free} bytes`);
       // The script says so and leaves no file.
       const { code, io, root } = await backup(p);
-      expect(code).toBe(1);
+      expect(code).toBe(4);
       expect(io.text()).toMatch(/507 backup_no_room: Not enough free space on the ledger's volume for a backup/);
       expect(readdirSync(root)).toEqual([]);
       expect(leftovers(mnt)).toEqual([]);

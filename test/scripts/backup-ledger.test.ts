@@ -102,7 +102,7 @@ describe("npm run backup-ledger", () => {
     const root = tempDir("backup-ledger-");
     writeFileSync(join(root, "old.db"), "yesterday's backup");
     const r = await run(api.url, ["--out", "old.db"], root);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.err).toContain(`${join(root, "old.db")} exists already: not overwritten; give another --out`);
     expect(readFileSync(join(root, "old.db"), "utf8")).toBe("yesterday's backup");
     expect(api.seen.requests).toBe(0);
@@ -112,10 +112,10 @@ describe("npm run backup-ledger", () => {
     const api = await fakeApi((res) => res.writeHead(500).end());
     const root = tempDir("backup-ledger-");
     const missing = await run(api.url, ["--out", "no-such-dir/acme.db"], root);
-    expect(missing.code).toBe(1);
+    expect(missing.code).toBe(2);
     expect(missing.err).toContain(`${join(root, "no-such-dir")} does not exist: make it first, or give another --out`);
     const empty = await run(api.url, ["--out", ""], root);
-    expect(empty.code).toBe(1);
+    expect(empty.code).toBe(2);
     expect(empty.err).toContain("--out needs a file name");
     expect(readdirSync(root)).toEqual([]);
     expect(api.seen.requests).toBe(0);
@@ -128,7 +128,7 @@ describe("npm run backup-ledger", () => {
       res.write(body.subarray(0, 2 ** 20), () => res.destroy());
     });
     const r = await run(api.url, ["--out", "cut.db"]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(5);
     expect(r.err).toMatch(/the ledger's download from .* was cut off after \d+ of 4194304 bytes: .*nothing was saved, run it again/);
     expect(readdirSync(r.root)).toEqual([]);
   });
@@ -137,7 +137,7 @@ describe("npm run backup-ledger", () => {
     const page = "<html>hello</html>";
     const api = await fakeApi((res) => res.writeHead(200, { "content-type": "text/html", "content-length": String(page.length) }).end(page));
     const r = await run(api.url);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(4);
     expect(r.err).toContain("admin API GET /admin/backup answered 200 but not with the ledger as a SQLite file with its Content-Length (<html>hello</html>); is --url the tenant's endpoint?");
     expect(readdirSync(r.root)).toEqual([]);
   });
@@ -149,7 +149,7 @@ describe("npm run backup-ledger", () => {
       res.end(body);
     });
     const r = await run(api.url);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(4);
     expect(r.err).toContain("admin API GET /admin/backup answered 200 but not with the ledger as a SQLite file with its Content-Length");
     expect(readdirSync(r.root)).toEqual([]);
   });
@@ -157,7 +157,7 @@ describe("npm run backup-ledger", () => {
   it("the shim's refusal (a Postgres ledger) is shown as it says it, and leaves no file", async () => {
     const api = await fakeApi((res) => res.writeHead(501, { "content-type": "application/json" }).end(JSON.stringify({ error: { message: "This shim's ledger is in Postgres: back it up with pg_dump or your provider's backups.", type: "invalid_request_error", param: null, code: "backup_not_supported" } })));
     const r = await run(api.url);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(4);
     expect(r.err).toContain("admin API GET /admin/backup failed: 501 backup_not_supported: This shim's ledger is in Postgres: back it up with pg_dump");
     expect(readdirSync(r.root)).toEqual([]);
   });
@@ -165,7 +165,7 @@ describe("npm run backup-ledger", () => {
   it("a shim older than the route (its own 404, Unknown route) is named as such, with the way to back up without it", async () => {
     const api = await fakeApi((res) => res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ error: { message: "Unknown route: GET /admin/backup", type: "invalid_request_error", param: null, code: "not_found" } })));
     const r = await run(api.url);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(4);
     expect(r.err).toContain("admin API GET /admin/backup failed: 404 not_found: Unknown route: GET /admin/backup");
     expect(r.err).toContain("This tenant's shim is older than GET /admin/backup (2026-12-07): take this backup on the host as docs/operations.md");
     // The backup before an upgrade is the one a rollback needs: the script must not send the operator to upgrade first.
@@ -177,7 +177,7 @@ describe("npm run backup-ledger", () => {
   it("a 404 that is not the shim's own (another server's page at that URL) is not blamed on an older shim", async () => {
     const api = await fakeApi((res) => res.writeHead(404, { "content-type": "text/html" }).end("<html><center>404 Not Found</center><hr><center>nginx</center></html>"));
     const r = await run(api.url);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(4);
     expect(r.err).toContain("GET /admin/backup");
     expect(r.err).not.toContain("older than GET /admin/backup");
     expect(readdirSync(r.root)).toEqual([]);
@@ -187,7 +187,7 @@ describe("npm run backup-ledger", () => {
     const body = Buffer.alloc(64 * 1024, 7);
     const api = await fakeApi((res) => res.writeHead(200, { "content-type": "application/vnd.sqlite3", "content-length": String(body.length) }).end(body));
     const r = await run(api.url, ["--out", "not-sqlite.db"]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(4);
     expect(r.err).toContain("is not a SQLite file; nothing was saved");
     expect(readdirSync(r.root)).toEqual([]);
   });
@@ -201,7 +201,7 @@ describe("npm run backup-ledger", () => {
       res.writeHead(200, { "content-type": "application/vnd.sqlite3", "content-length": String(body.length) }).end(body);
     });
     const r = await run(api.url, ["--out", "race.db"], root);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.err).toContain(`${join(root, "race.db")} was made while the ledger downloaded; not overwritten: give another --out`);
     expect(readFileSync(join(root, "race.db"), "utf8")).toBe("made meanwhile");
     expect(readdirSync(root)).toEqual(["race.db"]);
@@ -227,7 +227,7 @@ describe("npm run backup-ledger", () => {
     expect(exits).toEqual([130]);
     expect(readdirSync(root)).toEqual([]);
     answer!.destroy(); // the exit above is the test's: let the download end
-    expect(await done).toBe(1);
+    expect(await done).toBe(5);
     expect(readdirSync(root)).toEqual([]);
   });
 

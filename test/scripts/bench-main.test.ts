@@ -26,14 +26,14 @@ describe("npm run bench and npm run bench:replicas", () => {
     expect(text).toContain("docs/performance.md");
     expect(text).not.toContain("running:");
     const bad = memoryIo();
-    expect(await main(["--seconds", "3"], bad)).toBe(1);
+    expect(await main(["--seconds", "3"], bad)).toBe(2);
     expect(bad.text()).toBe(`Unknown option '--seconds'. (npm run ${name} -- --help lists the options)`);
   });
 
   it.each([["bench", bench], ["bench:replicas", benchReplicas]] as const)("npm run %s with a bad BENCH_SECONDS says so and starts nothing", async (_name, main) => {
     process.env.BENCH_SECONDS = "ten";
     const io = memoryIo();
-    expect(await main([], io)).toBe(1);
+    expect(await main([], io)).toBe(2);
     expect(io.text()).toContain('BENCH_SECONDS: "ten" is not valid (a whole number of seconds, 1 to 600)');
     expect(io.text()).not.toContain("running:");
   });

@@ -64,10 +64,10 @@ describe("a flag written with a typographic dash", () => {
 
   it("manage-keys and report-usage say it, not npm's `--` or an unexpected argument", async () => {
     const io = memoryIo();
-    expect(await manageKeys(["top-up", "--url", "http://127.0.0.1:9", "--key", "me", "–amount", "5"], { io, env: {} })).toBe(1);
+    expect(await manageKeys(["top-up", "--url", "http://127.0.0.1:9", "--key", "me", "–amount", "5"], { io, env: {} })).toBe(2);
     expect(io.stderr.join("\n")).toBe(`"–amount" starts with "–" (U+2013), a typographic dash, not "-" (pasted from a document or chat that turned "--" into a dash): type --amount`);
     const io2 = memoryIo();
-    expect(await reportUsage(["--url", "http://127.0.0.1:9", "–-all"], { io: io2, env: {} })).toBe(1);
+    expect(await reportUsage(["--url", "http://127.0.0.1:9", "–-all"], { io: io2, env: {} })).toBe(2);
     expect(io2.stderr.join("\n")).toBe(`"–-all" starts with "–" (U+2013), a typographic dash, not "-" (pasted from a document or chat that turned "--" into a dash): type --all`);
   });
 });

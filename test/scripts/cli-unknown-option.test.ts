@@ -55,9 +55,9 @@ describe("an unknown option", () => {
 });
 
 describe("through a script's main", () => {
-  it("npm run manage-keys -- create … --credit 5: the short message on stderr, exit 1, no usage", async () => {
+  it("npm run manage-keys -- create … --credit 5: the short message on stderr, exit 2, no usage", async () => {
     const io = memoryIo();
-    expect(await manageKeys(["create", "--url", "http://x", "--name", "x", "--credit", "5"], { io, env: {} })).toBe(1);
+    expect(await manageKeys(["create", "--url", "http://x", "--name", "x", "--credit", "5"], { io, env: {} })).toBe(2);
     expect(io.stdout).toEqual([]);
     expect(io.stderr).toEqual(["Unknown option '--credit'. Did you mean --credits? (npm run manage-keys -- --help lists the options)"]);
   });
@@ -70,19 +70,19 @@ describe("through a script's main", () => {
     [["lst", "--url", "http://x", "--credit", "5"], "Unknown option '--credit'. Did you mean --credits? (npm run manage-keys -- --help lists the options)"],
   ])("npm run manage-keys -- %j: suggests only what the command takes", async (argv, message) => {
     const io = memoryIo();
-    expect(await manageKeys(argv, { io, env: {} })).toBe(1);
+    expect(await manageKeys(argv, { io, env: {} })).toBe(2);
     expect(io.stderr).toEqual([message]);
   });
 
   it("npm run reap-expired -- --forse: suggests --force, which the script reads before the shared parser", async () => {
     const io = memoryIo();
-    expect(await reapExpired(["--yes", "--forse"], { root: tempDir(), io, env: {} })).toBe(1);
+    expect(await reapExpired(["--yes", "--forse"], { root: tempDir(), io, env: {} })).toBe(2);
     expect(io.stderr).toEqual(["Unknown option '--forse'. Did you mean --force? (npm run reap-expired -- --help lists the options)"]);
   });
 
   it("npm run list-tenants -- --jsn: suggests --json", async () => {
     const io = memoryIo();
-    expect(await listTenants(["--jsn"], { root: tempDir(), io, env: {} })).toBe(1);
+    expect(await listTenants(["--jsn"], { root: tempDir(), io, env: {} })).toBe(2);
     expect(io.stderr).toEqual(["Unknown option '--jsn'. Did you mean --json? (npm run list-tenants -- --help lists the options)"]);
   });
 });
@@ -92,7 +92,7 @@ describe("through a script's main", () => {
 describe("a flag without its value, or a value for a flag that takes none", () => {
   it("npm run manage-keys -- top-up … --amount: one line naming the flag and pointing to --help, no usage", async () => {
     const io = memoryIo();
-    expect(await manageKeys(["top-up", "--url", "http://x", "--key", "team-07", "--amount"], { io, env: {} })).toBe(1);
+    expect(await manageKeys(["top-up", "--url", "http://x", "--key", "team-07", "--amount"], { io, env: {} })).toBe(2);
     expect(io.stdout).toEqual([]);
     expect(io.stderr).toEqual(["--amount needs a value. (npm run manage-keys -- --help lists the options)"]);
   });
@@ -104,7 +104,7 @@ describe("a flag without its value, or a value for a flag that takes none", () =
 
   it("npm run reap-expired -- --yes --concurrency: the same one line", async () => {
     const io = memoryIo();
-    expect(await reapExpired(["--yes", "--concurrency"], { root: tempDir(), io, env: {} })).toBe(1);
+    expect(await reapExpired(["--yes", "--concurrency"], { root: tempDir(), io, env: {} })).toBe(2);
     expect(io.stderr).toEqual(["--concurrency needs a value. (npm run reap-expired -- --help lists the options)"]);
   });
 });

@@ -21,7 +21,7 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
     expect(io.stdout.join("\n")).toContain("Examples:");
     expect(io.stdout.join("\n")).not.toMatch(/listening|admin token \(generated/);
     const bad = memoryIo();
-    expect(await main(["--port", "1"], bad)).toBe(1);
+    expect(await main(["--port", "1"], bad)).toBe(2);
     expect(bad.stderr).toEqual([`Unknown option '--port'. (npm run ${name} -- --help lists the options)`]);
   });
 
@@ -328,12 +328,12 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
     [{ FAKE_VLLM_PORT: "80a" }, 'FAKE_VLLM_PORT: "80a" is not a port (0 to 65535)'],
   ])("fake-vllm refuses %j, naming the variable, and serves nothing", async (env, message) => {
     await expect(serveFakeVllm({ FAKE_VLLM_PORT: "0", ...env })).rejects.toThrow(message);
-    // The script itself: one line, exit 1.
+    // The script itself: one line, exit 2 (bad usage).
     const saved = { ...process.env };
     Object.assign(process.env, env);
     try {
       const io = memoryIo();
-      expect(await fakeVllm([], io)).toBe(1);
+      expect(await fakeVllm([], io)).toBe(2);
       expect(io.stderr).toEqual([`fake-vllm: ${message}`]);
     } finally {
       for (const name of Object.keys(env)) {
@@ -362,7 +362,7 @@ describe("the local servers: npm run shim and npm run fake-vllm", () => {
     process.env.FAKE_VLLM_PORT = String(port);
     try {
       const io = memoryIo();
-      expect(await fakeVllm([], io)).toBe(1);
+      expect(await fakeVllm([], io)).toBe(2);
       expect(io.stderr).toEqual([`fake-vllm: port ${port} is in use by another process; set FAKE_VLLM_PORT to a free one`]);
     } finally {
       if (saved === undefined) delete process.env.FAKE_VLLM_PORT;

@@ -244,10 +244,10 @@ describe("list-tenants --linode: what Linode itself bills for, stack or no stack
   });
 });
 
-describe("list-tenants --linode: what goes wrong is said in one line, exit 1", () => {
+describe("list-tenants --linode: what goes wrong is said in one line, exit 2 to 5 as the failure is (bad setting, not reached, refused, answer lost)", () => {
   it("no LINODE_TOKEN: says how to make a read-only one, and asks nothing", async () => {
     const { code, out, err } = await check([], { root: projectWith(), pulumi: new FakePulumi(), env: { LINODE_URL: linode.url } });
-    expect(code).toBe(1);
+    expect(code).toBe(2);
     expect(out).toBe("");
     expect(err).toBe(
       "LINODE_TOKEN is not set: --linode asks Linode's API with it. Make a read-only token in Cloud Manager (your profile → API Tokens → Create A Personal Access Token) " +
@@ -258,7 +258,7 @@ describe("list-tenants --linode: what goes wrong is said in one line, exit 1", (
 
   it("a token Linode refuses (401): says it is wrong or expired, and the read-only scopes of the one to make", async () => {
     const { code, err } = await check([], { root: projectWith(), pulumi: new FakePulumi(), env: { LINODE_TOKEN: "expired", LINODE_URL: linode.url } });
-    expect(code).toBe(1);
+    expect(code).toBe(4);
     expect(err.split("\n")).toHaveLength(1);
     expect(err).toBe(
       `Linode refused LINODE_TOKEN (401 Invalid Token, GET ${linode.url}/v4/linode/instances): it is wrong, expired or revoked. ` +
@@ -272,7 +272,7 @@ describe("list-tenants --linode: what goes wrong is said in one line, exit 1", (
   ])("a token without the scope (403 on %s): names the scope it lacks", async (path, scope, oauth) => {
     linode.answers.set(path, { status: 403, body: JSON.stringify({ errors: [{ reason: "Your OAuth token is not authorized to use this endpoint." }] }) });
     const { code, err } = await check([], world());
-    expect(code).toBe(1);
+    expect(code).toBe(4);
     expect(err).toBe(
       `LINODE_TOKEN may not read ${scope} (403 Your OAuth token is not authorized to use this endpoint., GET ${linode.url}${path}): ` +
         `give it the ${scope} scope, Read Only is enough (${oauth}), or make a read-only token in Cloud Manager (your profile → API Tokens → Create A Personal Access Token) ` +
@@ -283,7 +283,7 @@ describe("list-tenants --linode: what goes wrong is said in one line, exit 1", (
   it("nothing answers at LINODE_URL: the network's reason, in one line", async () => {
     const url = `http://127.0.0.1:${await freePort()}`;
     const { code, err } = await check([], { root: projectWith(), pulumi: new FakePulumi(), env: { LINODE_TOKEN: "t", LINODE_URL: url } });
-    expect(code).toBe(1);
+    expect(code).toBe(3);
     expect(err).toMatch(new RegExp(`^could not reach Linode's API at ${url}/v4 \\(GET ${url}/v4/linode/instances\\): .*ECONNREFUSED`));
     expect(err.split("\n")).toHaveLength(1);
   });
@@ -291,13 +291,13 @@ describe("list-tenants --linode: what goes wrong is said in one line, exit 1", (
   it("an answer that is not the API's JSON (a web page at a wrong LINODE_URL): says what came and where", async () => {
     linode.answers.set("/v4/linode/instances", { status: 200, body: "<!doctype html><title>Proxy login</title>", contentType: "text/html" });
     const { code, err } = await check([], world());
-    expect(code).toBe(1);
+    expect(code).toBe(4);
     expect(err).toBe(`GET ${linode.url}/v4/linode/instances answered 200 but not with Linode's JSON (<!doctype html><title>Proxy login</title>); is LINODE_URL (${linode.url}) Linode's API?`);
   });
 
   it("LINODE_URL with the version in it (404): says it is the address without the version, as the provider reads it", async () => {
     const { code, err } = await check([], { ...world(), env: { LINODE_TOKEN: linode.token, LINODE_URL: `${linode.url}/v4` } });
-    expect(code).toBe(1);
+    expect(code).toBe(4);
     expect(err).toBe(`GET ${linode.url}/v4/v4/linode/instances answered 404 (Not found): is LINODE_URL (${linode.url}/v4) Linode's API? ` +
       "It is the address without the version (https://api.linode.com): LINODE_API_VERSION (v4) is appended to it, as the Linode provider does");
   });
@@ -305,13 +305,13 @@ describe("list-tenants --linode: what goes wrong is said in one line, exit 1", (
   it("a Linode error (500) says its status and reason", async () => {
     linode.answers.set("/v4/volumes", { status: 500, body: JSON.stringify({ errors: [{ reason: "Please try again" }] }) });
     const { code, err } = await check([], world());
-    expect(code).toBe(1);
+    expect(code).toBe(5);
     expect(err).toBe(`Linode's API answered 500 (Please try again) to GET ${linode.url}/v4/volumes: nothing was listed; try again later`);
   });
 
   it("a token as a flag is refused: it would land in shell history", async () => {
     const io = memoryIo();
-    expect(await main(["--linode", "--linode-token", "x"], { root: projectWith(), pulumi: new FakePulumi(), io, env: {} })).toBe(1);
+    expect(await main(["--linode", "--linode-token", "x"], { root: projectWith(), pulumi: new FakePulumi(), io, env: {} })).toBe(2);
     expect(io.stderr.join("\n")).toContain("--linode-token is not accepted: a token on the command line lands in shell history; export LINODE_TOKEN");
   });
 });

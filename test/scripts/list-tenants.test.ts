@@ -259,7 +259,7 @@ describe("list-tenants", () => {
     expect(await main([], { root: tempDir(), io, pulumi: new FakePulumi(), env: {}, now: () => NOW })).toBe(0);
     expect(io.text()).toContain("No tenants: stacks/ has no Pulumi.<tenant>.yaml. Create one with `npm run new-tenant`.");
     const bad = memoryIo();
-    expect(await main(["--csv"], { root: tempDir(), io: bad, env: {} })).toBe(1);
+    expect(await main(["--csv"], { root: tempDir(), io: bad, env: {} })).toBe(2);
     expect(bad.text()).toBe("Unknown option '--csv'. (npm run list-tenants -- --help lists the options)");
   });
 });

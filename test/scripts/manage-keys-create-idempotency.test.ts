@@ -21,7 +21,7 @@ describe("manage-keys create --idempotency-key", () => {
     const front = await frontProxy(h.url, (method, url) => (method === "POST" && url === "/admin/keys" ? "drop" : "forward"));
     try {
       const r = await keys(["create", "--url", front.url, "--name", "order 7's key", "--credits", "500", "--tier", "developer", "--idempotency-key", "order-7"]);
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(5);
       expect((await named("order 7's key")).map((k) => k.balance)).toEqual([500]); // made, its answer lost
       const retry = `npm run manage-keys -- create --url=${front.url} --name='order 7'\\''s key' --credits=500 --tier=developer --idempotency-key=order-7`;
       expect(r.io.stderr[0]).toBe(`Idempotency-Key: order-7; to retry safely: ${retry}`);
@@ -46,7 +46,7 @@ describe("manage-keys create --idempotency-key", () => {
   it("the same Idempotency-Key with other flags: refused, nothing made, and said why", async () => {
     expect((await keys(["create", "--url", h.url, "--name", "order-8", "--credits", "5", "--idempotency-key", "order-8"])).code).toBe(0);
     const r = await keys(["create", "--url", h.url, "--name", "order-8b", "--credits", "5", "--idempotency-key", "order-8"]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(4);
     expect(r.lastLine).toBe("Idempotency-Key order-8 made another key, from another --name, --credits, --tier, --models or --expires-at: nothing was created now. Give its first command's flags to get that key back, or another --idempotency-key for a new key.");
     expect(await named("order-8b")).toEqual([]);
   });
@@ -56,7 +56,7 @@ describe("manage-keys create --idempotency-key", () => {
     expect(r.code, r.err).toBe(0);
     expect(r.out).toMatch(/^Created key order-9 \(id \w{12}\): tier free, 5 credits\.\nKey \(shown once; only its hash is stored\): sk-gs-/);
     const plain = await keys(["create", "--url", h.url, "--name", "order-9", "--credits", "5"]);
-    expect(plain.code).toBe(1);
+    expect(plain.code).toBe(4);
     expect(plain.lastLine).toContain('a key named "order-9" is in use');
   });
 

@@ -140,7 +140,7 @@ describe("create --from: a key per roster line", () => {
     const shim = await front();
     try {
       const r = await keys(["create", "--url", shim.url, "--from", "roster.csv"], root);
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(2);
       expect(r.err).toBe([
         "roster.csv: 3 problems; nothing was created:",
         '  line 3: credits "ten" must be a non-negative number of credits with at most 6 decimals, e.g. 250 or 12.5',
@@ -162,7 +162,7 @@ describe("create --from: a key per roster line", () => {
     const shim = await front();
     try {
       const r = await keys(["create", "--url", shim.url, "--from", "roster.csv", "--handout", "keys.csv"], root);
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(2);
       expect(r.err).toBe(`${join(root, "keys.csv")} exists already: a hand-out is never overwritten (the keys in it are shown nowhere else); give another --handout, or leave it out for a new file`);
       expect(shim.requests).toBe(0);
     } finally {
@@ -178,7 +178,7 @@ describe("create --from: a key per roster line", () => {
     const shim = await front();
     try {
       const r = await keys(["create", "--url", shim.url, "--from", "roster.csv", "--handout", "out/keys.csv"], root);
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(2);
       expect(r.err).toBe(`${join(root, "out")} does not exist: make it first, or give another --handout`);
       expect(shim.requests).toBe(0);
     } finally {
@@ -200,7 +200,7 @@ describe("create --from: a key per roster line", () => {
       if (line === "created 5/30: ws4-5") shim.close();
     };
     const r = await keys(["create", "--url", shim.url, "--from", "roster.csv", "--handout", "first.csv"], root, io);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(3);
     const first = join(root, "first.csv");
     expect(r.err).toContain(`cannot reach the admin API at ${shim.url}/admin/keys`);
     expect(r.err.split("\n").at(-1)).toBe(`Stopped at line 7 (ws4-6), 5 of 30 keys made: the 5 keys made before it are in ${first}. Once the cause is fixed, run the same command again (without --handout, or with another): it skips the names that have a key and makes the rest.`);
@@ -249,7 +249,7 @@ describe("create --from: a key per roster line", () => {
     const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     try {
       const r = await keys(["create", "--url", url, "--from", "roster.csv", "--handout", "k.csv"], root);
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(5);
       const lines = r.err.split("\n");
       expect(lines.at(-2)).toBe(`A key named "ws5-bob" may have been created (its secret was only in the lost answer, and a second create would make a second key): ` +
         `run npm run manage-keys -- list --url=${url}, and if a key named "ws5-bob" that you do not know of is there, revoke it with npm run manage-keys -- revoke --url=${url} --key <its id>.`);
@@ -284,11 +284,11 @@ describe("create --from: a key per roster line", () => {
   it.each([
     [["--name", "x"], "--name and --from contradict each other: give one"],
     [["--expires-at", "2020-01-01"], '--expires-at "2020-01-01" is not in the future'],
-  ])("%j with --from → exit 1 before anything is read or sent: %s", async (argv, message) => {
+  ])("%j with --from → exit 2 before anything is read or sent: %s", async (argv, message) => {
     const root = tempDir();
     writeFileSync(join(root, "roster.csv"), rosterOf(["name", "ws7-ann"]));
     const r = await keys(["create", "--url", h.url, "--from", "roster.csv", ...argv], root);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.err).toContain(message);
     expect(existsSync(join(root, "k.csv"))).toBe(false);
   });
@@ -300,7 +300,7 @@ describe("create --from: a key per roster line", () => {
     const ann = (await listed()).find((k) => k.name === "ws11-ann")!;
     writeFileSync(join(root, "roster.csv"), rosterOf(["name", "ws11-bob", ann.id]));
     const r = await keys(["create", "--url", h.url, "--from", "roster.csv", "--handout", "k2.csv"], root);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(4);
     expect(r.err).toBe(`roster.csv: 1 problem; nothing was created:\n  line 3: name "${ann.id}" is the id of another key (ws11-ann), and --key "${ann.id}" would always mean that key: choose another name`);
     expect((await listed()).filter((k) => k.name.startsWith("ws11-")).map((k) => k.name)).toEqual(["ws11-ann"]);
     expect(existsSync(join(root, "k2.csv"))).toBe(false);
@@ -318,7 +318,7 @@ describe("create --from: a key per roster line", () => {
     const root = tempDir();
     writeFileSync(join(root, "roster.csv"), Buffer.concat([Buffer.from("name\r\nws13-ann\r\nws13-ren"), Buffer.from([0xe9]), Buffer.from("e\r\n")]));
     const r = await keys(["create", "--url", h.url, "--from", "roster.csv"], root);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.err).toBe('--from roster.csv is not UTF-8 text (line 3 is the first with a character that is not): save it as "CSV UTF-8" (a spreadsheet\'s "CSV" may use another encoding); nothing was created');
     expect((await listed()).some((k) => k.name.startsWith("ws13-"))).toBe(false);
     expect(readdirSync(root)).toEqual(["roster.csv"]);
@@ -362,7 +362,7 @@ describe("create --from: a key per roster line", () => {
   it("--handout without --from, and a roster that is not there, are refused", async () => {
     expect((await keys(["create", "--url", h.url, "--name", "x", "--handout", "k.csv"])).err).toContain("--from is required");
     const r = await keys(["create", "--url", h.url, "--from", "nowhere.csv"]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.err).toMatch(/^--from nowhere\.csv: no such file \(a relative path starts at \S+, where npm runs the script\)$/);
   });
 });

@@ -53,20 +53,20 @@ describe("manage-keys rotate", () => {
     await expect(chat(key!)).rejects.toBeInstanceOf(OpenAI.AuthenticationError);
   });
 
-  it("a stack key, a revoked key, a key that matches nothing: exit 1, saying why and what to do", async () => {
+  it("a stack key, a revoked key, a key that matches nothing: exit 4 (refused), saying why and what to do", async () => {
     const stack = await keys(["rotate", "--url", h.url, "--key", "from-stack"]);
-    expect(stack.code).toBe(1);
+    expect(stack.code).toBe(4);
     expect(stack.err).toMatch(/409 key_from_configuration: .*Rotate it in the stack: `pulumi up --replace`/);
     expect((await chat(stackKey.key)).choices).toHaveLength(1); // its secret unchanged
 
     const { id } = await h.createKey({ name: "gone", credits: 1 });
     expect((await keys(["revoke", "--url", h.url, "--key", id])).code).toBe(0);
     const revoked = await keys(["rotate", "--url", h.url, "--key", id]);
-    expect(revoked.code).toBe(1);
+    expect(revoked.code).toBe(4);
     expect(revoked.err).toMatch(/409 key_inactive: This key is revoked/);
 
     const none = await keys(["rotate", "--url", h.url, "--key", "no-such-key"]);
-    expect(none.code).toBe(1);
+    expect(none.code).toBe(4);
     expect(none.err).toMatch(/^--key "no-such-key": no key with that id or name; keys in use: /);
   });
 
@@ -84,7 +84,7 @@ describe("manage-keys rotate", () => {
     const front = await frontProxy(h.url, (method, url) => (method === "POST" && url.endsWith("/rotate") ? answer : "forward"));
     try {
       const r = await keys(["rotate", "--url", front.url, "--key", `lost-${answer}`]);
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(5);
       expect(r.out).toBe("");
       expect(r.lastLine).toBe(`Key lost-${answer} (${id}) may have been rotated (its secret was only in the lost answer, and the old one may no longer work either): ` +
         `run npm run manage-keys -- rotate --url=${front.url} --key=${id} again to give it a secret you know.`);
@@ -103,7 +103,7 @@ describe("manage-keys rotate", () => {
     const old = await olderShim((req) => ({ status: 404, message: `Unknown route: ${req.method} ${req.url}`, code: "not_found" }));
     try {
       const r = await keys(["rotate", "--url", old.url, "--key", "team-07"]);
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(4);
       expect(r.lastLine).toBe("this shim predates `rotate` (POST /admin/keys/{id}/rotate): upgrade it (pulumi up)");
     } finally {
       old.close();

@@ -62,7 +62,7 @@ describe("manage-keys top-up without --idempotency-key, unattended", () => {
     const { id } = await h.createKey({ name: "ci-revoked", credits: 10 });
     expect((await h.admin(`/admin/keys/${id}`, { method: "DELETE" })).status).toBe(200);
     const r = await run(["top-up", "--key", id, "--amount", "5"], { CI: "true" }, false);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(4);
     expect(r.err).not.toContain("Warning");
   });
 });

@@ -34,7 +34,7 @@ describe("manage-keys write-off", () => {
     expect(JSON.parse(fresh.out)).toMatchObject({ key_id: id, amount: 0.5, note: "expired", balance: 7, replayed: false });
 
     const conflict = await keys(["write-off", "--key", id, "--amount", "3", "--note", "refund, credit note CN-7", "--idempotency-key", "cn-7"]);
-    expect(conflict.code).toBe(1);
+    expect(conflict.code).toBe(4);
     expect(conflict.lastLine).toBe(`The first write-off with Idempotency-Key cn-7 was applied to refunded (${id}); this one (--amount 3, --note 'refund, credit note CN-7') is a different request, so nothing was taken off now. ` +
       `Compare the key's balance (npm run manage-keys -- list --url=${h.url}); to write off these credits too, run it without --idempotency-key.`);
     expect((await listed(id)).balance).toBe(7);
@@ -44,7 +44,7 @@ describe("manage-keys write-off", () => {
     const { id } = await h.createKey({ name: "left-behind", credits: 4 });
     expect((await keys(["revoke", "--key", id])).code).toBe(0);
     const tooMuch = await keys(["write-off", "--key", id, "--amount", "4.5", "--note", "revoked"]);
-    expect(tooMuch.code).toBe(1);
+    expect(tooMuch.code).toBe(4);
     expect(tooMuch.err).toContain("'amount' is more than the key's 4 credits available");
     expect(tooMuch.lastLine).toBe(`Nothing was written off; the key's remaining credits: npm run manage-keys -- list --url=${h.url}`);
     const all = await keys(["write-off", "--key", id, "--amount", "4", "--note", "revoked: leftover written off"]);
@@ -61,7 +61,7 @@ describe("manage-keys write-off", () => {
     const fresh = await h.createKey({ name: "rotated-off", credits: 10 });
     // The same retry by name would reach the new key, a different key: a second write-off.
     const byName = await keys(["write-off", "--key", "rotated-off", ...argv]);
-    expect(byName.code).toBe(1);
+    expect(byName.code).toBe(4);
     expect(byName.err).toContain(`--key "rotated-off" names other keys too (${old.id}), revoked or not; with --idempotency-key give the id`);
     expect(byName.err).not.toContain("Idempotency-Key:");
     const byId = await keys(["write-off", "--key", old.id, ...argv]);
@@ -75,7 +75,7 @@ describe("manage-keys write-off", () => {
     const front = await frontProxy(h.url, (method, url) => (method === "POST" && url.endsWith("/debits") ? "drop" : "forward"));
     try {
       const r = await keys(["write-off", "--key", id, "--amount", "3", "--note", "expired", "--idempotency-key", "lost-1"], front.url);
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(5);
       expect((await listed(id)).balance).toBe(7); // applied, though the operator never heard so
       const retry = `npm run manage-keys -- write-off --url=${front.url} --key=${id} --amount=3 --note=expired --idempotency-key=lost-1`;
       expect(r.lastLine).toBe(`The write-off may have been applied. Retry it with the same Idempotency-Key, which takes the credits off at most once: ${retry}`);
@@ -96,7 +96,7 @@ describe("manage-keys write-off", () => {
     [["--key", "x", "--amount", "1", "--note", "why", "--tier", "pro"], "--tier"],
   ])("refused before anything is sent: %j", async (argv, message) => {
     const r = await keys(["write-off", ...argv], "http://127.0.0.1:9"); // nothing listens: a request sent would fail otherwise
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.err).toContain(message);
     expect(r.err).not.toContain("Idempotency-Key:");
   });
@@ -105,7 +105,7 @@ describe("manage-keys write-off", () => {
     const old = await olderShim((req) => ({ status: 404, message: `Unknown route: ${req.method} ${req.url}`, code: "not_found" }));
     try {
       const r = await keys(["write-off", "--key", LISTED_KEY.name, "--amount", "1", "--note", "refund"], old.url);
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(4);
       expect(r.lastLine).toBe("write-off refused: this tenant's shim is older than write-offs (POST /admin/keys/{id}/debits, 2026-12-07); nothing was written off. Upgrade it (pulumi up with this checkout), then run this again");
     } finally {
       old.close();

@@ -69,14 +69,14 @@ describe("manage-keys against a real shim", () => {
   it("create with the name of a key in use is refused, saying how to proceed; a revoked key's name can be taken again", async () => {
     const first = await h.createKey({ name: "same-name", credits: 1 });
     const r = await keys(["create", "--url", h.url, "--name", "same-name", "--credits", "5"]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(4);
     expect(r.out).toBe("");
     expect(r.err).toBe(`a key named "same-name" is in use (id ${first.id}), and --key "same-name" must name one key: ` +
       `choose another --name, or revoke that key first (npm run manage-keys -- revoke --url=${h.url} --key=${first.id})`);
     expect((await listed()).filter((k) => k.name === "same-name")).toHaveLength(1);
     // With a space at an end, as pasted: the shim stores names trimmed, so it is the same name.
     const spaced = await keys(["create", "--url", h.url, "--name", "same-name ", "--credits", "5"]);
-    expect(spaced.code, spaced.err).toBe(1);
+    expect(spaced.code, spaced.err).toBe(4);
     expect(spaced.err).toContain('a key named "same-name" is in use');
     expect((await listed()).filter((k) => k.name === "same-name")).toHaveLength(1);
     // And --key " same-name" names it.
@@ -146,7 +146,7 @@ describe("manage-keys against a real shim", () => {
 
     // The same key with another amount is a different request: the API refuses it.
     const conflict = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "9", "--idempotency-key", "inv-17"]);
-    expect(conflict.code).toBe(1);
+    expect(conflict.code).toBe(4);
     expect(conflict.err).toContain("409 idempotency_key_reused: This Idempotency-Key was already used with a different request.");
     expect(conflict.lastLine).toBe(`The first top-up with Idempotency-Key inv-17 was applied to topped (${id}); this one (--amount 9) is a different request, so nothing was added now. ` +
       `Compare the key's balance (npm run manage-keys -- list --url=${h.url}); to add these credits as another top-up, run it without --idempotency-key.`);
@@ -168,11 +168,11 @@ describe("manage-keys against a real shim", () => {
     // Rotated: a new key with the old name. The same retry by name would credit the new key.
     const fresh = await h.createKey({ name: "rotated", credits: 10 });
     const byName = await keys(["top-up", "--url", h.url, "--key", "rotated", "--amount", "100", "--idempotency-key", "inv-2001"]);
-    expect(byName.code).toBe(1);
+    expect(byName.code).toBe(4);
     expect(byName.err).toContain(`--key "rotated" names other keys too (${old.id}), revoked or not; with --idempotency-key give the id`);
     // The name with a space at an end, as pasted, is the same name: refused too.
     const spaced = await keys(["top-up", "--url", h.url, "--key", " rotated", "--amount", "100", "--idempotency-key", "inv-2001"]);
-    expect(spaced.code, spaced.err).toBe(1);
+    expect(spaced.code, spaced.err).toBe(4);
     expect(spaced.err).toContain(`names other keys too (${old.id}), revoked or not; with --idempotency-key give the id`);
     const byId = await keys(["top-up", "--url", h.url, "--key", old.id, "--amount", "100", "--idempotency-key", "inv-2001"]);
     expect(byId.code, byId.err).toBe(0);
@@ -202,7 +202,7 @@ describe("manage-keys against a real shim", () => {
   it("a --key that matches nothing lists at most ten keys in use, not thousands", async () => {
     for (let i = 0; i < 12; i++) await h.createKey({ name: `bulk-${i}`, credits: 1 });
     const r = await keys(["revoke", "--url", h.url, "--key", "nope"]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(4);
     const inUse = (await listed()).filter((k) => keyStatus(k) === "active").length;
     expect(r.err).toMatch(new RegExp(`keys in use: (\\S+ \\(\\w+\\), ){9}\\S+ \\(\\w+\\), and ${inUse - 10} more \\(npm run manage-keys -- list\\)`));
   });
@@ -243,9 +243,10 @@ describe("manage-keys against a real shim", () => {
 
   it("update: nothing to change, or two flags that contradict each other, is refused before anything is sent; the API's refusals are told as they are", async () => {
     const { id } = await h.createKey({ name: "update-refused", credits: 1, tier: "developer" });
-    const refused = async (argv: string[], message: string | RegExp) => {
+    // Exit 2: the command line alone is wrong; 4: the tenant's keys or the API refuse it.
+    const refused = async (argv: string[], message: string | RegExp, code = 2) => {
       const r = await keys(["update", "--url", h.url, ...argv]);
-      expect(r.code, argv.join(" ")).toBe(1);
+      expect(r.code, argv.join(" ")).toBe(code);
       expect(r.err).toMatch(message);
     };
     await refused(["--key", id], /give at least one of --name, --tier, --models, --all-models, --expires-at, --no-expiry/);
@@ -257,11 +258,11 @@ describe("manage-keys against a real shim", () => {
     await refused(["--key", id, "--credits", "5"], /--credits does not go with update; update takes: --key, --name, --tier, --models, --all-models, --expires-at, --no-expiry/);
     await refused(["--key", id, "--name", " "], "--name is empty: a key needs a name");
     const holder = await h.createKey({ name: "id-holder" });
-    await refused(["--key", id, "--name", holder.id], `--name "${holder.id}" is the id of another key (id-holder), and --key "${holder.id}" would always mean that key: choose another --name`);
-    await refused(["--key", id, "--tier", "gold"], /admin API PATCH \/admin\/keys\/\w+ failed: 400 invalid_request: 'tier' must be one of: free, developer, pro, enterprise\./);
+    await refused(["--key", id, "--name", holder.id], `--name "${holder.id}" is the id of another key (id-holder), and --key "${holder.id}" would always mean that key: choose another --name`, 4);
+    await refused(["--key", id, "--tier", "gold"], /admin API PATCH \/admin\/keys\/\w+ failed: 400 invalid_request: 'tier' must be one of: free, developer, pro, enterprise\./, 4);
     expect((await listed()).find((k) => k.id === id)).toMatchObject({ tier: "developer", models: null, expires_at: null });
     await keys(["revoke", "--url", h.url, "--key", id]);
-    await refused(["--key", id, "--tier", "pro"], /409 key_inactive: This key is revoked: only its name can be changed/);
+    await refused(["--key", id, "--tier", "pro"], /409 key_inactive: This key is revoked: only its name can be changed/, 4);
   });
 
   it("update --name: a person's name replaced by a pseudonym, on a key in use and on a revoked one; its balance, usage and secret stay", async () => {
@@ -279,14 +280,14 @@ describe("manage-keys against a real shim", () => {
     expect(JSON.stringify(await listed())).not.toContain("Ann Example");
     const other = await h.createKey({ name: "in-use-name" });
     const taken = await keys(["update", "--url", h.url, "--key", id, "--name", "in-use-name"]);
-    expect([taken.code, taken.err]).toEqual([1, expect.stringContaining(`409 key_name_in_use: Another key in use is named "in-use-name" (id ${other.id})`)]);
+    expect([taken.code, taken.err]).toEqual([4, expect.stringContaining(`409 key_name_in_use: Another key in use is named "in-use-name" (id ${other.id})`)]);
   });
 
   it("update --name against a shim older than renames (its 400 for an unknown field) says to upgrade the shim", async () => {
     const old = await olderShim(() => ({ status: 400, message: "Unknown field 'name'. Known fields: tier, models, expires_at, expiresAt.", code: "invalid_request" }));
     try {
       const r = await keys(["update", "--url", old.url, "--key", "team-07", "--name", "erased-7"]);
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(4);
       expect(r.lastLine).toBe("this shim predates `update --name` (a key's name in PATCH /admin/keys/{id}): upgrade it (pulumi up); nothing was changed");
     } finally {
       old.close();
@@ -298,21 +299,21 @@ describe("manage-keys against a real shim", () => {
     const old = await olderShim(() => ({ status: 405, headers: { allow: "DELETE" }, message: "This method is not allowed on this path. Allowed: DELETE.", code: "method_not_allowed" }));
     try {
       const r = await keys(["update", "--url", old.url, "--key", "team-07", "--tier", "pro"]);
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(4);
       expect(r.lastLine).toBe("this shim predates `update` (PATCH /admin/keys/{id}): upgrade it (pulumi up)");
     } finally {
       old.close();
     }
   });
 
-  it("a wrong admin token: a clear error and exit 1", async () => {
+  it("a wrong admin token: a clear error and exit 4 (refused)", async () => {
     const r = await keys(["list", "--url", h.url], { env: { GPU_SANDBOX_ADMIN_TOKEN: "not-the-token" } });
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(4);
     expect(r.err).toContain("admin API GET /admin/keys failed: 401 invalid_admin_token: Invalid admin token.");
     expect(r.err).toContain("Check the admin token ($GPU_SANDBOX_ADMIN_TOKEN). A local `npm run shim` makes a new admin token at each start");
     expect(r.err).not.toMatch(/\n\s+at /);
     const named = await keys(["list", "--url", h.url, "--admin-token-env", "ACME_ADMIN"], { env: { ACME_ADMIN: "wrong" } });
-    expect(named.code).toBe(1);
+    expect(named.code).toBe(4);
     expect(named.err).toContain("Check the admin token ($ACME_ADMIN).");
   });
 
@@ -324,7 +325,7 @@ describe("manage-keys against a real shim", () => {
     expect(pulumi.calls.map((c) => c.args)).toEqual([["stack", "output", "--json", "--stack", "acme", "--show-secrets"]]);
 
     const notDeployed = await keys(["list", "--stack", "fresh"], { env: {}, pulumi });
-    expect(notDeployed.code).toBe(1);
+    expect(notDeployed.code).toBe(2);
     expect(notDeployed.err).toContain("stack fresh is not deployed (no outputs); run `pulumi up --stack fresh`");
     const missing = await keys(["list", "--stack", "nope"], { env: {}, pulumi });
     expect(missing.err).toContain("stack nope is not in the Pulumi backend");
@@ -336,7 +337,7 @@ describe("manage-keys against a real shim", () => {
   it("an unreachable endpoint names the URL and the cause", async () => {
     const port = await freePort();
     const r = await keys(["list", "--url", `http://127.0.0.1:${port}/v1`]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(3);
     expect(r.err).toContain(`cannot reach the admin API at http://127.0.0.1:${port}/admin/keys:`);
     expect(r.err).toContain("ECONNREFUSED");
   });
@@ -362,14 +363,14 @@ describe("manage-keys against a real shim", () => {
     [["top-up", "--url", "URL", "--key", "x", "--amount", "10000000000"], '--amount "10000000000" must be at most 1000000000 credits, e.g. 250'],
     [["top-up", "--url", "URL", "--key", "x"], "--amount is required"],
     [["list", "--url", "URL", "--amount", "5"], "--amount does not go with list"],
-    [["revoke", "--url", "URL", "--key", "no-such-key"], '--key "no-such-key": no key with that id or name; keys in use:'],
-    [["create", "--url", "URL", "--name", "x", "--tier", "gold"], "400 invalid_request: 'tier' must be one of:"],
+    [["revoke", "--url", "URL", "--key", "no-such-key"], '--key "no-such-key": no key with that id or name; keys in use:', 4],
+    [["create", "--url", "URL", "--name", "x", "--tier", "gold"], "400 invalid_request: 'tier' must be one of:", 4],
     [["create", "--url", "URL", "--name", "x", "--expires-at", "2099-01-15T10:00:00"], '--expires-at "2099-01-15T10:00:00" must be an ISO timestamp with its zone'],
     [["create", "--url", "URL", "--name", "x", "--expires-at", "2099-04-31"], "--expires-at: 2099-04-31 is not a day: April 2099 has 30 days"],
     [["list", "--url", "ftp://example.com"], '--url "ftp://example.com" must start with https:// or http://'],
-  ])("%j → exit 1: %s", async (argv, message) => {
+  ] as [string[], string, number?][])("%j → exit 2 (4: refused by the tenant's keys or the API): %s", async (argv, message, code = 2) => {
     const r = await keys(argv.map((a) => (a === "URL" ? h.url : a)));
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(code);
     expect(r.err).toContain(message);
     expect(r.err).not.toMatch(/\n\s+at /);
   });
@@ -380,16 +381,16 @@ describe("manage-keys against a real shim", () => {
     [["top-up", "--url", "URL", "--key", "x", "--note", "--amout", "5"], '--note is followed by "--amout", not a value; for a value starting with "-", write --note=--amout'],
     [["top-up", "--url", "URL", "--key", "x", "--note", "--amount", "5"], '--note is followed by "--amount", not a value; for a value starting with "-", write --note=--amount'],
     [["list", "--url", "-h"], '--url is followed by "-h", not a value; for a value starting with "-", write --url=-h'],
-  ])("%j → exit 1 in one line: %s", async (argv, message) => {
+  ])("%j → exit 2 in one line: %s", async (argv, message) => {
     const r = await keys(argv.map((a) => (a === "URL" ? h.url : a)));
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.err).toBe(message);
   });
 
   it("the admin token must be in the environment, and not empty (an export of a file that was not there)", async () => {
     for (const env of [{}, { GPU_SANDBOX_ADMIN_TOKEN: "" }]) {
       const r = await keys(["list", "--url", h.url], { env });
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(2);
       expect(r.err).toContain("GPU_SANDBOX_ADMIN_TOKEN is not set: export the tenant's admin token in it (`pulumi stack output adminToken --show-secrets`; a local `npm run shim` prints its own at start)");
     }
   });
@@ -398,13 +399,13 @@ describe("manage-keys against a real shim", () => {
     const a = await h.createKey({ name: "twice-a", credits: 1 });
     const b = await h.createKey({ name: "twice-b", credits: 1 });
     const r = await keys(["top-up", "--url", h.url, "--key", a.id, "--amount", "5", "--key", b.id, "--amount=50"]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.err).toBe("--key is given 2 times, --amount 2 times: give each once");
     const after = await listed();
     expect([a.id, b.id].map((id) => after.find((k) => k.id === id)?.balance)).toEqual([1, 1]);
     // A boolean too, and its short form with the long one.
     const help = await keys(["list", "--url", h.url, "-h", "--help"]);
-    expect(help.code).toBe(1);
+    expect(help.code).toBe(2);
     expect(help.err).toBe("--help is given 2 times: give it once");
   });
 
@@ -427,7 +428,7 @@ describe("manage-keys: mistakes refused before anything is sent, and a secret gi
       [h.adminToken, { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }], // the token itself, set where it belongs
     ] as const) {
       const r = await keys(["list", "--url", h.url, "--admin-token-env", given], { env });
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(2);
       expect(r.err).not.toContain(given);
       expect(r.err).toContain("--admin-token-env");
       expect(r.err).toMatch(/the name of (the|an) environment variable/);
@@ -446,20 +447,20 @@ describe("manage-keys: mistakes refused before anything is sent, and a secret gi
   it("create refuses a --name that is another key's id: --key <that name> would act on the other key", async () => {
     const other = await h.createKey({ name: "id-holder", credits: 1 });
     const r = await keys(["create", "--url", h.url, "--name", other.id, "--credits", "1"]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(4);
     expect(r.err).toBe(`--name "${other.id}" is the id of another key (id-holder), and --key "${other.id}" would always mean that key: choose another --name`);
     expect((await listed()).filter((k) => k.name === other.id)).toEqual([]);
     // A revoked key's id too: --key matches ids first, revoked or not.
     const revoked = await h.createKey({ name: "revoked-id-holder", credits: 1 });
     expect((await keys(["revoke", "--url", h.url, "--key", revoked.id])).code).toBe(0);
     const again = await keys(["create", "--url", h.url, "--name", revoked.id, "--credits", "1"]);
-    expect(again.code).toBe(1);
+    expect(again.code).toBe(4);
     expect(again.err).toContain(`--name "${revoked.id}" is the id of another key (revoked-id-holder)`);
   });
 
   it("a --name over 200 characters is refused before anything is sent, saying the limit (it was told \"'name' is required\")", async () => {
     const long = await keys(["create", "--url", h.url, "--name", "n".repeat(300), "--credits", "1"]);
-    expect(long.code).toBe(1);
+    expect(long.code).toBe(2);
     expect(long.err).toBe("--name has 300 characters: a key's name is at most 200");
     expect((await listed()).filter((k) => k.name.startsWith("nnn"))).toEqual([]);
   });
@@ -467,7 +468,7 @@ describe("manage-keys: mistakes refused before anything is sent, and a secret gi
   it("an --idempotency-key of 201 characters is refused before anything is sent; 200 are taken", async () => {
     const { id } = await h.createKey({ name: "idem-bound", credits: 1 });
     const long = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "1", "--idempotency-key", "k".repeat(201)]);
-    expect(long.code).toBe(1);
+    expect(long.code).toBe(2);
     expect(long.err).toBe("--idempotency-key must be at most 200 characters");
     expect((await keys(["top-up", "--url", h.url, "--key", id, "--amount", "1", "--idempotency-key", "k".repeat(200)])).code).toBe(0);
   });
@@ -475,13 +476,13 @@ describe("manage-keys: mistakes refused before anything is sent, and a secret gi
   it("top-up refuses an empty --idempotency-key and a --note the shim would refuse, before printing a retry command that could never succeed", async () => {
     const { id } = await h.createKey({ name: "checked-first", credits: 1 });
     const empty = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "1", "--idempotency-key="]);
-    expect(empty.code).toBe(1);
+    expect(empty.code).toBe(2);
     expect(empty.err).toBe("--idempotency-key is empty: give a key, e.g. invoice-1042, or leave the flag out to have one generated");
     const long = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "1", "--note", "x".repeat(501)]);
-    expect(long.code).toBe(1);
+    expect(long.code).toBe(2);
     expect(long.err).toBe("--note has 501 characters: the admin API takes at most 500");
     const bell = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "1", "--note", "invoice\u0007 1042"]);
-    expect(bell.code).toBe(1);
+    expect(bell.code).toBe(2);
     expect(bell.err).toBe('--note has "\\u0007" (U+0007) at character 8: the admin API takes a note of plain text, without control characters other than tabs and line breaks');
     expect((await listed()).find((k) => k.id === id)?.balance).toBe(1);
     // 500 characters, as a person counts them (an emoji is one), are taken.
@@ -493,7 +494,7 @@ describe("manage-keys: mistakes refused before anything is sent, and a secret gi
     ["/v1/models", "a full API path"], ["/v1/chat/completions/", "another"], ["/api/v1/models", "one under a base path"], ["/admin", "the admin API's own path"], ["/admin/keys", "an admin route"],
   ])("a --url ending in %s (%s) is refused, saying what it should be, not blamed on the admin token", async (path) => {
     const r = await keys(["list", "--url", `${h.url}${path}`]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.err).toBe(`--url "${h.url}${path}" must be the tenant's endpoint, https://<host> or https://<host>/v1, not a route under it`);
   });
 
@@ -538,7 +539,7 @@ describe("manage-keys: mistakes refused before anything is sent, and a secret gi
   it("a --url with a user name and password is refused without printing them; as the endpoint or with /v1/ it works", async () => {
     const withCredentials = h.url.replace("://", "://admin:s3cret@");
     const r = await keys(["list", "--url", `${withCredentials}/v1`]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.err).not.toContain("s3cret");
     expect(r.err).toBe("--url has a user name or password in it (user:password@host), which the scripts do not send (the admin token is the credential): give the URL without it");
     for (const url of [h.url, `${h.url}/`, `${h.url}/v1/`]) expect((await keys(["list", "--url", url])).code).toBe(0);
@@ -571,7 +572,7 @@ describe("manage-keys: a write whose answer is lost after the shim acted", () =>
     const front = await losing(/\/credits$/, answer);
     try {
       const r = await keys(["top-up", "--url", front.url, "--key", id, "--amount", "250", "--note", "invoice 1042", "--idempotency-key", `inv-${answer}`]);
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(5);
       expect(await balanceOf(id)).toBe(260); // applied, though the operator never heard so
       const retry = `npm run manage-keys -- top-up --url=${front.url} --key=${id} --amount=250 --note='invoice 1042' --idempotency-key=inv-${answer}`;
       expect(r.io.stderr[0]).toBe(`Idempotency-Key: inv-${answer}; to retry safely: ${retry}`);
@@ -594,7 +595,7 @@ describe("manage-keys: a write whose answer is lost after the shim acted", () =>
     const front = await losing(/\/credits$/, "drop");
     try {
       const r = await keys(["top-up", "--url", front.url, "--key", id, "--amount", "250", `--note=${note}`, `--idempotency-key=${idem}`]);
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(5);
       expect(await balanceOf(id)).toBe(260);
       const retry = r.lastLine!.replace(/^.*adds the credits at most once: /, "");
       const again = await keys(shellWords(retry).map((a) => a.replace(front.url, h.url)));
@@ -611,7 +612,7 @@ describe("manage-keys: a write whose answer is lost after the shim acted", () =>
     const front = await losing(/^\/admin\/keys$/, "drop");
     try {
       const r = await keys(["create", "--url", front.url, "--name", "lost-create", "--credits", "500"]);
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(5);
       const made = (await listed()).filter((k) => k.name === "lost-create");
       expect(made.map((k) => k.balance)).toEqual([500]); // a live key with 500 credits whose secret nobody has
       expect(r.lastLine).toBe(`A key named "lost-create" may have been created (its secret was only in the lost answer, and a second create would make a second key): ` +
@@ -638,7 +639,7 @@ describe("manage-keys: a write whose answer is lost after the shim acted", () =>
   it("a write that was never sent (connection refused) says only that: nothing to check or revoke", async () => {
     const port = await freePort();
     const r = await keys(["create", "--url", `http://127.0.0.1:${port}`, "--name", "never-sent"]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(3);
     expect(r.err).toBe(`cannot reach the admin API at http://127.0.0.1:${port}/admin/keys: connect ECONNREFUSED 127.0.0.1:${port}`);
   });
 });
@@ -649,7 +650,7 @@ describe("manage-keys: a value that cannot go in a header (a typographic dash pa
   it("--idempotency-key: refused up front, in one line, naming the character; nothing is sent", async () => {
     const { id } = await h.createKey({ name: "idem-dash", credits: 10 });
     const r = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "5", "--idempotency-key", "invoice—1042"]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.err).toBe('--idempotency-key has "—" (U+2014) at character 8: use printable ASCII, e.g. invoice-1042');
     expect(await balanceOf(id)).toBe(10);
     const padded = await keys(["top-up", "--url", h.url, "--key", id, "--amount", "5", "--idempotency-key", "invoice 1042 "]);
@@ -677,7 +678,7 @@ describe("manage-keys: a value that cannot go in a header (a typographic dash pa
   it("the admin token: refused up front, in one line, before a create (no 'a key may have been created')", async () => {
     const before = (await listed()).length;
     const r = await keys(["create", "--url", h.url, "--name", "bad-token"], { env: { GPU_SANDBOX_ADMIN_TOKEN: "adm—tok" } });
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.err).toBe('the admin token ($GPU_SANDBOX_ADMIN_TOKEN) has "—" (U+2014) at character 4, which no admin token has (printable ASCII only): ' +
       "was it pasted with a typographic dash or quote? Copy it again, e.g. from `pulumi stack output adminToken --show-secrets`");
     expect((await listed()).length).toBe(before);
@@ -709,11 +710,11 @@ describe("manage-keys: a --url that answers 200 with JSON that is not the API's 
   }
   const notIt = (request: string, expected: string) => `admin API ${request} answered 200 but not with ${expected} ({}); is --url the tenant's endpoint?`;
 
-  it("create: no \"Created key undefined\", exit 1, and a key may have been created (the write's outcome is unknown)", async () => {
+  it("create: no \"Created key undefined\", exit 5, and a key may have been created (the write's outcome is unknown)", async () => {
     const other = await notTheShim([]); // the list create checks names against, then a POST answered {}
     try {
       const r = await keys(["create", "--url", other.url, "--name", "team-x", "--credits", "5"]);
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(5);
       expect(r.out).toBe("");
       expect(r.err.split("\n")[0]).toBe(notIt("POST /admin/keys", 'an "api_key" object'));
       expect(r.err).toContain('A key named "team-x" may have been created');
@@ -722,12 +723,12 @@ describe("manage-keys: a --url that answers 200 with JSON that is not the API's 
     }
   });
 
-  it("list (table and JSON): a sentence and exit 1, not a TypeError", async () => {
+  it("list (table and JSON): a sentence and exit 4, not a TypeError", async () => {
     const other = await notTheShim();
     try {
       for (const argv of [["list"], ["list", "--json"]]) {
         const r = await keys([...argv, "--url", other.url]);
-        expect(r.code, argv.join(" ")).toBe(1);
+        expect(r.code, argv.join(" ")).toBe(4);
         expect(r.out).toBe("");
         expect(r.err).toBe(notIt("GET /admin/keys", 'a "list" of keys'));
       }
@@ -741,11 +742,11 @@ describe("manage-keys: a --url that answers 200 with JSON that is not the API's 
     const other = await notTheShim((await listed()).filter((k) => k.id === id));
     try {
       const revoke = await keys(["revoke", "--url", other.url, "--key", id]);
-      expect(revoke.code).toBe(1);
+      expect(revoke.code).toBe(5);
       expect(revoke.out).toBe("");
       expect(revoke.err).toBe(notIt(`DELETE /admin/keys/${id}`, 'an "api_key" object'));
       const topUp = await keys(["top-up", "--url", other.url, "--key", id, "--amount", "5"]);
-      expect(topUp.code).toBe(1);
+      expect(topUp.code).toBe(5);
       expect(topUp.out).toBe("");
       expect(topUp.err).toContain(notIt(`POST /admin/keys/${id}/credits`, 'a "credit_grant" object'));
       expect(topUp.lastLine).toMatch(/^The top-up may have been applied\. Retry it with the same Idempotency-Key/);
@@ -768,7 +769,7 @@ describe("manage-keys: an endpoint that redirects (http:// to a TLS endpoint)", 
     const url = `http://127.0.0.1:${(redirect.address() as AddressInfo).port}`;
     try {
       const r = await keys(["list", "--url", url]);
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(4);
       expect(seen).toHaveLength(1); // asked once; the shim behind the redirect is never asked
       expect(r.err).toBe(`the admin API at ${url}/admin/keys redirects to ${target}/admin/keys: use --url ${target}. The admin token was sent over plain http with this request: consider rotating it.`);
       expect(r.err).not.toContain("Check the admin token");
@@ -783,7 +784,7 @@ describe("manage-keys: an endpoint that redirects (http:// to a TLS endpoint)", 
     const url = `http://127.0.0.1:${(redirect.address() as AddressInfo).port}`;
     try {
       const r = await keys(["list", "--url", url]);
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(4);
       expect(r.err).toBe(`the admin API at ${url}/admin/keys redirects to ${url}/admin/keys/: --url may not be the shim's endpoint (the shim answers without redirecting). ` +
         "The admin token was sent over plain http with this request: consider rotating it.");
     } finally {
@@ -799,7 +800,7 @@ describe("manage-keys: --url at a server that is not the shim's admin API", () =
     const url = `http://127.0.0.1:${(vllm.address() as AddressInfo).port}`;
     try {
       const r = await keys(["list", "--url", url]);
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(4);
       expect(r.err).toBe(`admin API GET /admin/keys failed: 404 {"detail":"Not Found"}\n` +
         `${url} is not the shim's admin API (its 404 is not the shim's error): is --url the tenant's endpoint (https://<host>, or https://<host>/v1)?`);
     } finally {
@@ -818,7 +819,7 @@ describe("manage-keys: --url at a server that is not the shim's admin API", () =
   it("https:// at a plain http endpoint says to use http://, not OpenSSL's wrong version number", async () => {
     const url = h.url.replace(/^http:/, "https:");
     const r = await keys(["list", "--url", url]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(3);
     expect(r.err).toBe(`cannot reach the admin API at ${url}/admin/keys: the server speaks plain http, not https: use http:// in the URL (ERR_SSL_WRONG_VERSION_NUMBER)`);
   });
 });

@@ -200,7 +200,7 @@ describe("new-tenant", () => {
     for (const argv of [["acme4", "--region", "us-ord"], ["acme4", "--region", "us-ord", "--admin-cidrs", " , "], ["acme4", "--region", "mars-1"]]) {
       root = tempDir();
       const { code, io } = await run(argv, { pulumi: new FakePulumi() });
-      expect(code, argv.join(" ")).toBe(1);
+      expect(code, argv.join(" ")).toBe(2);
       const err = io.stderr.join("\n");
       expect(err).toMatch(/nothing was written:\n(.*\n)*  - --admin-cidrs: gpu-sandbox:adminCidrs = (\(not set\)|\[\]): is required for a new tenant/);
       expect(err).toContain('--admin-cidrs "$(curl -4s https://ifconfig.me)/32"');
@@ -224,7 +224,7 @@ describe("new-tenant", () => {
   it("reports every bad flag with the validator's message and the flag to change, writing nothing", async () => {
     root = tempDir();
     const { code, io } = await run(["Acme", "--region", "mars-1", "--plan", "g9-none", "--ttl-hours", "0", "--key", "app:-1:gold", "--tls", "sometimes", "--admin-cidrs", "10.0.0.300/8"]);
-    expect(code).toBe(1);
+    expect(code).toBe(2);
     const err = io.stderr.join("\n");
     expect(err).toContain("new-tenant: 8 problems; nothing was written:");
     expect(err).toContain('<name>: gpu-sandbox:(stack name) = "Acme": must be 3-24 characters');
@@ -262,7 +262,7 @@ describe("new-tenant", () => {
   ])("rejects %j", async (argv, message) => {
     root = tempDir();
     const { code, io } = await run(argv);
-    expect(code).toBe(1);
+    expect(code).toBe(2);
     expect(io.stderr.join("\n")).toContain(message);
     expect(existsSync(join(root, "stacks"))).toBe(false);
   });
@@ -488,7 +488,7 @@ describe("new-tenant", () => {
     it("refuses a --key with more than three parts, and says 1 problem for one", async () => {
       root = tempDir();
       const key = await run(["acme", "--region", "us-ord", "--admin-cidrs", "81.2.69.160/32", "--key", "app:100:developer:extra"]);
-      expect(key.code).toBe(1);
+      expect(key.code).toBe(2);
       expect(key.io.stderr.join("\n")).toContain('--key "app:100:developer:extra" must be name:credits[:tier]');
       const one = await run(["acme", "--region", "us-ord", "--admin-cidrs", "203.0.113.7/32"]);
       expect(one.io.stderr.join("\n")).toMatch(/^new-tenant: 1 problem; nothing was written:\n/);
@@ -511,7 +511,7 @@ describe("new-tenant", () => {
     it("an empty HF_TOKEN with --hf-token-from-env is refused as not set, writing nothing", async () => {
       root = tempDir();
       const { code, io } = await run([...ISSUE_EXAMPLE, "--hf-token-from-env"], { pulumi: new FakePulumi(), env: { HF_TOKEN: "", LINODE_TOKEN: "tok" } });
-      expect(code).toBe(1);
+      expect(code).toBe(2);
       expect(io.stderr.join("\n")).toContain("--hf-token-from-env: HF_TOKEN is not set");
       expect(existsSync(join(root, "stacks"))).toBe(false);
     });

@@ -103,7 +103,7 @@ describe("manage-keys top-up whose answer is cut off after its 200 headers", () 
     const io = memoryIo();
     const code = await manageKeys(["top-up", "--url", url, "--key", "k1", "--amount", "5", "--idempotency-key", "inv-1"],
       { io, env: { GPU_SANDBOX_ADMIN_TOKEN: "t" }, pulumi: new FakePulumi(), root: tempDir() });
-    expect(code).toBe(1);
+    expect(code).toBe(5);
     const err = io.stderr.join("\n");
     expect(err).toContain("was cut off");
     expect(err).toContain("The top-up may have been applied. Retry it with the same Idempotency-Key");
@@ -172,7 +172,7 @@ describe("manage-keys top-up whose connection is reset after the request was sen
     const io = memoryIo();
     const code = await manageKeys(["top-up", "--url", url, "--key", "k1", "--amount", "5", "--idempotency-key", "inv-2"],
       { io, env: { GPU_SANDBOX_ADMIN_TOKEN: "t" }, pulumi: new FakePulumi(), root: tempDir() });
-    expect(code).toBe(1);
+    expect(code).toBe(5);
     const err = io.stderr.join("\n");
     expect(err, err).toContain("ECONNRESET");
     expect(err).toContain("The top-up may have been applied. Retry it with the same Idempotency-Key");

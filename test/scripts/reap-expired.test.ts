@@ -262,7 +262,7 @@ describe("reap-expired", () => {
 
   it("needs the pulumi CLI and valid flags", async () => {
     const noCli = await reap(["--yes"], (p) => { p.installed = false; });
-    expect(noCli.code).toBe(1);
+    expect(noCli.code).toBe(2);
     expect(noCli.io.stderr.join("\n")).toContain("reap-expired needs the pulumi CLI on PATH");
     for (const [argv, message] of [
       [["--now", "yesterday"], '--now "yesterday" must be an ISO timestamp with its zone, e.g. 2026-03-01T18:00:00Z'],
@@ -280,7 +280,7 @@ describe("reap-expired", () => {
       [["--destroy"], "Unknown option '--destroy'"],
     ] as const) {
       const r = await reap([...argv]);
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(2);
       expect(r.io.stderr.join("\n")).toContain(message);
       expect(r.destroyed).toEqual([]);
     }
@@ -929,7 +929,7 @@ describe("reap-expired --force [<stack>]", () => {
 
   it("a name that is no stack is refused before anything is done", async () => {
     const r = await reap(["--yes", "--force", "brvo"], unreachable);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.destroyed).toEqual([]);
     expect(r.io.stderr.join("\n")).toContain("--force brvo: no such stack file in stacks/ (stacks: alpha, bravo, charlie, delta, echo, foxtrot, golf, hotel, india)");
   });

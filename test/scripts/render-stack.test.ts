@@ -59,19 +59,19 @@ describe("npm run render", () => {
 
     const foreign = tempDir();
     writeFileSync(join(foreign, "compose.yaml"), "services: {}\n");
-    expect(main(["--stack", "example", "--out", foreign], ROOT)).toBe(1);
+    expect(main(["--stack", "example", "--out", foreign], ROOT)).toBe(2);
     expect(io.err()).toMatch(/holds files no earlier render wrote that this one would replace \(compose\.yaml\): render into a new or empty directory/);
     expect(readdirSync(foreign)).toEqual(["compose.yaml"]);
     expect(main(["--help"], ROOT)).toBe(0);
     expect(io.out()).toContain("touches nothing else there, such as a .env");
   });
 
-  it("--out naming a file, or a directory under one: exit 1 with one line naming --out, not a stack trace", () => {
+  it("--out naming a file, or a directory under one: exit 2 with one line naming --out, not a stack trace", () => {
     const file = join(tempDir(), "notes.txt");
     writeFileSync(file, "mine\n");
     for (const out of [file, join(file, "bundle")]) {
       const io = capture();
-      expect(main(["--stack", "example", "--out", out], ROOT)).toBe(1);
+      expect(main(["--stack", "example", "--out", out], ROOT)).toBe(2);
       expect(io.err()).toMatch(new RegExp(`^cannot write to --out ${out}: ENOTDIR: not a directory, \\w+ '${file}[^']*'$`));
       vi.restoreAllMocks();
     }
@@ -99,7 +99,7 @@ describe("npm run render", () => {
   });
 
   // root may write anywhere.
-  it.skipIf(process.getuid?.() === 0)("--out a directory it may not write to: exit 1 saying so", () => {
+  it.skipIf(process.getuid?.() === 0)("--out a directory it may not write to: exit 2 saying so", () => {
     const io = capture();
     const out = tempDir();
     chmodSync(out, 0o555);
@@ -113,42 +113,42 @@ describe("npm run render", () => {
 
   it("`npm run render --stack example` (no `--`: npm keeps --stack, passes its value) says to put flags after `--`", () => {
     const io = capture();
-    expect(main(["example"], ROOT)).toBe(1);
+    expect(main(["example"], ROOT)).toBe(2);
     expect(io.err()).toContain("Unexpected argument 'example'");
     expect(io.err()).toContain("flags typed before `--` are kept by npm, not passed on: npm run render -- --stack <name> [--out <dir>]");
   });
 
-  it("exits 1 with the problem, and no stack trace, for a missing stack", () => {
+  it("exits 2 with the problem, and no stack trace, for a missing stack", () => {
     const io = capture();
-    expect(main(["--stack", "nope"], ROOT)).toBe(1);
+    expect(main(["--stack", "nope"], ROOT)).toBe(2);
     expect(io.err()).toContain("no stack file");
     expect(io.err()).toContain("stacks: example");
     expect(io.err()).not.toMatch(/\n\s+at /);
   });
 
-  it("exits 1 listing every problem for a bad config", () => {
+  it("exits 2 listing every problem for a bad config", () => {
     const root = rootWithStack("acme", "config:\n  gpu-sandbox:region: mars-1\n  gpu-sandbox:ttlHours: -3\n  gpu-sandbox:keys:\n    - {name: app, credits: -1}\n");
     const io = capture();
-    expect(main(["--stack", "acme"], root)).toBe(1);
+    expect(main(["--stack", "acme"], root)).toBe(2);
     expect(io.err()).toContain('gpu-sandbox:region = "mars-1": is not a Linode region');
     expect(io.err()).toContain("gpu-sandbox:ttlHours = -3: must be between 1 and 2160");
     expect(io.err()).toContain("gpu-sandbox:keys[0].credits = -1: must not be negative");
     expect(existsSync(join(root, "out"))).toBe(false);
   });
 
-  it("exits 1 for a stack file that is not YAML", () => {
+  it("exits 2 for a stack file that is not YAML", () => {
     const root = rootWithStack("acme", "config: [unclosed\n");
     const io = capture();
-    expect(main(["--stack", "acme"], root)).toBe(1);
+    expect(main(["--stack", "acme"], root)).toBe(2);
     expect(io.err()).toContain("is not valid YAML");
   });
 
   it("says so when the settings are not under config: (not that region is missing)", () => {
     const io = capture();
-    expect(main(["--stack", "acme"], rootWithStack("acme", "gpu-sandbox:region: us-ord\ngpu-sandbox:adminCidrs: [81.2.69.160/32]\n"))).toBe(1);
+    expect(main(["--stack", "acme"], rootWithStack("acme", "gpu-sandbox:region: us-ord\ngpu-sandbox:adminCidrs: [81.2.69.160/32]\n"))).toBe(2);
     expect(io.err()).toContain('settings must be under "config:" (found gpu-sandbox:region at the top level)');
     expect(io.err()).not.toContain("is required");
-    expect(main(["--stack", "acme"], rootWithStack("acme", "- a\n- b\n"))).toBe(1);
+    expect(main(["--stack", "acme"], rootWithStack("acme", "- a\n- b\n"))).toBe(2);
     expect(io.err()).toContain("must be a map with a config: key");
   });
 
@@ -159,10 +159,10 @@ describe("npm run render", () => {
     expect(readFileSync(join(root, "out", "acme", "cloud-init.yaml"), "utf8")).not.toContain("v1:abc");
   });
 
-  it("exits 1 for a non-secret setting stored encrypted, saying it cannot decrypt it (not that it is of the wrong kind)", () => {
+  it("exits 2 for a non-secret setting stored encrypted, saying it cannot decrypt it (not that it is of the wrong kind)", () => {
     const root = rootWithStack("acme", "config:\n  gpu-sandbox:region: us-ord\n  gpu-sandbox:adminCidrs:\n    - secure: v1:AAAAbase64ciphertext\n");
     const io = capture();
-    expect(main(["--stack", "acme"], root)).toBe(1);
+    expect(main(["--stack", "acme"], root)).toBe(2);
     expect(io.err()).toContain("gpu-sandbox:adminCidrs[0] = \"[encrypted]\": is encrypted in the stack file (`secure:`)");
     expect(io.err()).toContain("`pulumi up` decrypts and checks it. To render the stack, store it in clear: `pulumi config set --path 'gpu-sandbox:adminCidrs[0]' <value>`");
     expect(io.err()).not.toMatch(/is not a CIDR|must be a string/);
@@ -174,7 +174,7 @@ describe("npm run render", () => {
       "  gpu-sandbox:providers:", "    - {name: groq, model: groq/llama-3.1-8b-instant, apiKey: gsk_plaintextsecret}", "",
     ].join("\n"));
     const io = capture();
-    expect(main(["--stack", "acme"], root)).toBe(1);
+    expect(main(["--stack", "acme"], root)).toBe(2);
     expect(io.err()).toContain("gpu-sandbox:hfToken = \"[plaintext]\": is in plaintext in stacks/Pulumi.acme.yaml, which is committed; store it encrypted: printenv HF_TOKEN | pulumi config set --secret --path 'gpu-sandbox:hfToken' --stack acme");
     expect(io.err()).toContain("gpu-sandbox:providers[0].apiKey = \"[plaintext]\": is in plaintext");
     expect(io.err()).not.toContain("plaintextsecret");
@@ -183,8 +183,8 @@ describe("npm run render", () => {
 
   it("asks for --stack and lists the stacks", () => {
     const io = capture();
-    expect(main([], ROOT)).toBe(1);
+    expect(main([], ROOT)).toBe(2);
     expect(io.err()).toContain("--stack is required. Stacks: example");
-    expect(main(["--bogus"], ROOT)).toBe(1);
+    expect(main(["--bogus"], ROOT)).toBe(2);
   });
 });

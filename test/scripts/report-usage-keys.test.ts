@@ -198,14 +198,14 @@ describe("report-usage --group key", () => {
   });
 
   it.each([
-    [503, "store_unavailable", /GET \/admin\/credits failed: 503 store_unavailable: The store is unavailable/],
-    [404, "not_the_route", /GET \/admin\/credits failed: 404 not_the_route: Something else/], // a 404 that is not the router's not_found
-  ])("GET /admin/credits answering %i %s: the report fails, rather than leaving the credits out as if the shim were older", async (status, code, said) => {
+    [503, "store_unavailable", /GET \/admin\/credits failed: 503 store_unavailable: The store is unavailable/, 5],
+    [404, "not_the_route", /GET \/admin\/credits failed: 404 not_the_route: Something else/, 4], // a 404 that is not the router's not_found
+  ])("GET /admin/credits answering %i %s: the report fails (exit 5 for the 5xx, 4 for the 4xx), rather than leaving the credits out as if the shim were older", async (status, code, said, exitCode) => {
     const failing = await olderShim(h.url, { status, code, message: status === 503 ? "The store is unavailable." : "Something else." });
     try {
       const io = memoryIo();
       const exit = await main(["--url", failing.url, "--group", "key"], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir(), now: () => new Date(clock.now()) });
-      expect(exit).toBe(1);
+      expect(exit).toBe(exitCode);
       expect(io.stderr.join("\n")).toMatch(said);
       expect(io.stdout).toEqual([]);
     } finally {

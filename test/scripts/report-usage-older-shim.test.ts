@@ -20,7 +20,7 @@ it("--group day,model against a shim older than it (its 400 naming group) says t
     for (const format of ["table", "csv"]) {
       const io = memoryIo();
       const code = await main(["--url", url, "--group", "day,model", "--format", format], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: "t" }, pulumi: new FakePulumi(), root: tempDir() });
-      expect(code).toBe(1);
+      expect(code).toBe(4);
       expect(io.stderr.join("\n")).toContain("'group' must be model or day.");
       expect(io.stderr.join("\n")).toContain("This tenant's shim is older than --group day,model (2026-12-07): use --group day or --group model with it");
     }

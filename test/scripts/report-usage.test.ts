@@ -226,13 +226,13 @@ describe("report-usage against a real shim", () => {
     [["--format", "xml"], '--format "xml" is not allowed; use one of: table, json, csv'],
     [["--from", "yesterday"], '--from "yesterday" must be a date (2026-03-01) or a timestamp with a zone'],
     [["--to", "2026-11-31"], "--to: 2026-11-31 is not a day: November 2026 has 30 days"],
-    [["--key", "nobody"], '--key "nobody": no key with that id or name; keys in use:'],
+    [["--key", "nobody"], '--key "nobody": no key with that id or name; keys in use:', 4],
     [["--admin-token", "x"], "--admin-token is not accepted"],
     [["--all", "--from", "2026-03-01"], "--all is the whole ledger: give it without --from and --to"],
     [["--to", "2026-03-31", "--all"], "--all is the whole ledger: give it without --from and --to"],
-  ])("%j → exit 1: %s", async (argv, message) => {
+  ] as [string[], string, number?][])("%j → exit 2 (4: no such key): %s", async (argv, message, code = 2) => {
     const r = await report(argv);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(code);
     expect(r.err).toContain(message);
   });
 
@@ -245,11 +245,11 @@ describe("report-usage against a real shim", () => {
     [["--from", "2026-12-01T09:00:00Z", "--to", "2026-12-01T10:00:00+01:00"], "--to 2026-12-01T10:00:00+01:00 is the same instant as --from 2026-12-01T09:00:00Z: the period would be empty"],
     // Its negative offset puts this --from on 10000-01-01 in UTC, after the whole day of --to.
     [["--from", "9999-12-31T23:00:00-05:00", "--to", "9999-12-31"], "--to 9999-12-31 is before --from 9999-12-31T23:00:00-05:00"],
-  ])("%j → exit 1 before any request, naming both flags: %s", async (argv, message) => {
+  ])("%j → exit 2 before any request, naming both flags: %s", async (argv, message) => {
     // Nothing listens on port 9: a request would fail with "cannot connect".
     const io = memoryIo();
     const code = await main(["--url", "http://127.0.0.1:9", ...argv], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir(), now: clockNow });
-    expect(code).toBe(1);
+    expect(code).toBe(2);
     expect(io.stderr.join("\n")).toContain(message);
     expect(io.stderr.join("\n")).not.toContain("connect");
   });
@@ -268,12 +268,12 @@ describe("report-usage against a real shim", () => {
   it("neither an admin token given as --admin-token-env's value nor a --url's password is printed; a --url with an API path is refused", async () => {
     const token = "Xk3v9QzT7mPw2LrB8nYc4HdFXk3v9QzT7mPw2LrB8nYc4HdF"; // as Pulumi makes them: 48 letters and digits
     const r = await report(["--admin-token-env", token], {});
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.err).not.toContain(token);
     expect(r.err).toContain("looks like a token, not a variable name");
     for (const url of [h.url.replace("://", "://admin:s3cret@"), `${h.url}/v1/usage`]) {
       const io = memoryIo();
-      expect(await main(["--url", url], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir() })).toBe(1);
+      expect(await main(["--url", url], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir() })).toBe(2);
       expect(io.stderr.join("\n")).not.toContain("s3cret");
       expect(io.stderr.join("\n")).toMatch(/^--url (has a user name or password|".*" must be the tenant's endpoint)/);
     }
@@ -282,7 +282,7 @@ describe("report-usage against a real shim", () => {
   it("a --url with a password that makes it no URL, or with a password and no user name, is refused without printing the password", async () => {
     for (const url of [h.url.replace("://", "://admin:s3/cret@"), h.url.replace("://", "://:s3cret@")]) {
       const io = memoryIo();
-      expect(await main(["--url", url, "--format", "json"], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir() }), url).toBe(1);
+      expect(await main(["--url", url, "--format", "json"], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir() }), url).toBe(2);
       expect(io.stdout).toEqual([]);
       expect(io.stderr.join("\n")).not.toMatch(/s3\/?cret/);
       expect(io.stderr.join("\n")).toMatch(/^--url (has a user name or password|".*" is not a URL)/);
@@ -292,7 +292,7 @@ describe("report-usage against a real shim", () => {
   it("--admin-token-env with --stack is refused, not ignored", async () => {
     const io = memoryIo();
     const pulumi = new FakePulumi({ acme: { outputs: { endpoint: `${h.url}/v1`, adminToken: h.adminToken } } });
-    expect(await main(["--stack", "acme", "--admin-token-env", "ACME_TOKEN"], { io, env: { ACME_TOKEN: "other" }, pulumi, root: tempDir() })).toBe(1);
+    expect(await main(["--stack", "acme", "--admin-token-env", "ACME_TOKEN"], { io, env: { ACME_TOKEN: "other" }, pulumi, root: tempDir() })).toBe(2);
     expect(io.stderr.join("\n")).toContain("--admin-token-env goes with --url; with --stack the token comes from the stack's outputs");
   });
 
@@ -302,14 +302,14 @@ describe("report-usage against a real shim", () => {
       [{ endpoint: `${h.url}/v1`, adminToken: "" }, "stack acme has no adminToken output"],
     ] as const) {
       const io = memoryIo();
-      expect(await main(["--stack", "acme"], { io, env: {}, pulumi: new FakePulumi({ acme: { outputs } }), root: tempDir() })).toBe(1);
+      expect(await main(["--stack", "acme"], { io, env: {}, pulumi: new FakePulumi({ acme: { outputs } }), root: tempDir() })).toBe(2);
       expect(io.stderr.join("\n")).toContain(message);
     }
   });
 
   it("a --url with user:password@ but no scheme is refused without printing the password", async () => {
     const io = memoryIo();
-    expect(await main(["--url", "admin:s3cret@203-0-113-9.ip.linodeusercontent.com/v1"], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir() })).toBe(1);
+    expect(await main(["--url", "admin:s3cret@203-0-113-9.ip.linodeusercontent.com/v1"], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir() })).toBe(2);
     expect(io.stderr.join("\n")).not.toContain("s3cret");
     // "admin:" parsed as the URL's scheme, with no user info: refused for its "@".
     expect(io.stderr.join("\n")).toMatch(/^--url has a user name or password in it/);
@@ -318,7 +318,7 @@ describe("report-usage against a real shim", () => {
   it("a --url whose password parses as a host and path (it starts with / or digits and /) is refused without printing it", async () => {
     for (const url of ["https://admin:/s3cret@203-0-113-9.ip.linodeusercontent.com/v1", "https://admin:2024/s3cret@203-0-113-9.ip.linodeusercontent.com/v1"]) {
       const io = memoryIo();
-      expect(await main(["--url", url], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir() }), url).toBe(1);
+      expect(await main(["--url", url], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken }, pulumi: new FakePulumi(), root: tempDir() }), url).toBe(2);
       expect(io.stderr.join("\n")).not.toContain("s3cret");
       expect(io.stderr.join("\n")).toMatch(/^--url has a user name or password in it/);
     }
@@ -344,18 +344,18 @@ describe("report-usage against a real shim", () => {
     }
   });
 
-  it("a wrong admin token: a clear error and exit 1", async () => {
+  it("a wrong admin token: a clear error and exit 4 (refused)", async () => {
     const r = await report(["--format", "json"], { GPU_SANDBOX_ADMIN_TOKEN: "wrong" });
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(4);
     expect(r.err).toContain("admin API GET /admin/usage failed: 401 invalid_admin_token: Invalid admin token.");
     // The CSV's key names are asked for first.
     const csv = await report(["--format", "csv"], { GPU_SANDBOX_ADMIN_TOKEN: "wrong" });
-    expect(csv.code).toBe(1);
+    expect(csv.code).toBe(4);
     expect(csv.out).toBe("");
     expect(csv.err).toContain("admin API GET /admin/keys failed: 401 invalid_admin_token: Invalid admin token.");
   });
 
-  it("a wrong --url that answers 200 with a web page (a captive portal): a sentence and exit 1, not a stack trace", async () => {
+  it("a wrong --url that answers 200 with a web page (a captive portal): a sentence and exit 4 (refused), not a stack trace", async () => {
     const page = createServer((_req, res) => res.writeHead(200, { "content-type": "text/html" }).end("<html>\n  <title>Sign in to the hotel Wi-Fi</title>\n</html>"));
     await new Promise<void>((resolve) => page.listen(0, "127.0.0.1", resolve));
     const url = `http://127.0.0.1:${(page.address() as AddressInfo).port}`;
@@ -363,7 +363,7 @@ describe("report-usage against a real shim", () => {
       for (const format of ["json", "csv", "table"]) {
         const io = memoryIo();
         const code = await main(["--url", url, "--format", format], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: "t" }, pulumi: new FakePulumi(), root: tempDir() });
-        expect(code, format).toBe(1);
+        expect(code, format).toBe(4);
         expect(io.stdout, format).toEqual([]); // a CSV export must not be the portal's page
         // The table and the CSV ask for the keys' names first.
         const path = format === "json" ? "/admin/usage" : "/admin/keys";
@@ -378,7 +378,7 @@ describe("report-usage against a real shim", () => {
     }
   });
 
-  it("a wrong --url that answers 200 with JSON that is not the API's (another service): a sentence and exit 1, not a TypeError", async () => {
+  it("a wrong --url that answers 200 with JSON that is not the API's (another service): a sentence and exit 4 (refused), not a TypeError", async () => {
     const other = createServer((req, res) => {
       req.resume();
       res.writeHead(200, { "content-type": "application/json" }).end("{}");
@@ -389,7 +389,7 @@ describe("report-usage against a real shim", () => {
       for (const [format, expected] of [["json", 'admin API GET /admin/usage answered 200 but not with a "usage_report" object'], ["table", 'admin API GET /admin/keys answered 200 but not with a "list" of keys']] as const) {
         const io = memoryIo();
         const code = await main(["--url", url, "--format", format], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: "t" }, pulumi: new FakePulumi(), root: tempDir() });
-        expect(code, format).toBe(1);
+        expect(code, format).toBe(4);
         expect(io.stdout, format).toEqual([]);
         expect(io.stderr.join("\n"), format).toBe(`${expected} ({}); is --url the tenant's endpoint?`);
       }

@@ -98,7 +98,7 @@ describe("self-signed endpoints", () => {
         expect(models).not.toContain("--use-system-ca");
 
         const keys = memoryIo();
-        expect(await manageKeys(["list", "--url", front.url], { io: keys, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken } })).toBe(1);
+        expect(await manageKeys(["list", "--url", front.url], { io: keys, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken } })).toBe(3);
         const said = keys.stderr.join("\n");
         expect(said).toMatch(/cannot reach the admin API at https:\/\/127\.0\.0\.1:\d+\/admin\/keys: .*(self-signed certificate|unable to verify)/i);
         expect(said).toContain(hint);
@@ -128,7 +128,7 @@ describe("self-signed endpoints", () => {
     const front = await httpsFront("leaf and CA");
     try {
       const io = memoryIo();
-      expect(await manageKeys(["list", "--url", front.url, "--ca", other.caFile], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken } })).toBe(1);
+      expect(await manageKeys(["list", "--url", front.url, "--ca", other.caFile], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken } })).toBe(3);
       const said = io.stderr.join("\n");
       expect(said).toMatch(/cannot reach the admin API at https:\/\/127\.0\.0\.1:\d+\/admin\/keys: /);
       expect(said).toContain("the endpoint serves a certificate this machine does not trust: it is not signed by the CA given with --ca");
@@ -145,7 +145,7 @@ describe("self-signed endpoints", () => {
       const pulumi = new FakePulumi({ acme: { outputs: { endpoint: `${front.url}/v1`, adminToken: h.adminToken } } });
       for (const [script, argv] of [[manageKeys, ["list", "--stack", "acme"]], [reportUsage, ["--stack", "acme"]]] as const) {
         const io = memoryIo();
-        expect(await script([...argv], { io, env: {}, pulumi, root: tempDir() })).toBe(1);
+        expect(await script([...argv], { io, env: {}, pulumi, root: tempDir() })).toBe(3);
         const said = io.stderr.join("\n");
         expect(said).toMatch(/cannot reach the admin API at https:\/\/127\.0\.0\.1:\d+\/admin\/\w+: .*self-signed certificate/i);
         expect(said).toContain("the endpoint serves a certificate this machine does not trust: stack acme has no caCertificate output (tls.mode letsencrypt), so Let's Encrypt has probably not issued its certificate yet");
@@ -182,7 +182,7 @@ describe("self-signed endpoints", () => {
     ["a corrupt certificate", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", /^--ca \S+ca\.pem is not a valid PEM certificate \(certificate 1\): .+$/],
     ["a valid one followed by a truncated one", "", /^--ca \S+ca\.pem is not a valid PEM certificate \(certificate 2\): .+$/],
     ["no certificate at all (the CA's key given instead)", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", /^--ca \S+ca\.pem is not a PEM certificate$/],
-  ])("--ca with %s: smoke-test, manage-keys and report-usage exit 1 with one line naming the file, not a stack trace", async (_, content, said) => {
+  ])("--ca with %s: smoke-test, manage-keys and report-usage exit 2 with one line naming the file, not a stack trace", async (_, content, said) => {
     const front = await httpsFront();
     const file = join(tempDir(), "ca.pem");
     writeFileSync(file, content || `${front.ca}${front.ca.slice(0, front.ca.length >> 1)}\n-----END CERTIFICATE-----\n`);
@@ -200,7 +200,7 @@ describe("self-signed endpoints", () => {
       } catch (err) {
         code = err;
       }
-      expect(code, argv.join(" ")).toBe(1);
+      expect(code, argv.join(" ")).toBe(2);
       expect(io.stderr).toHaveLength(1);
       expect(io.stderr[0]).toMatch(said);
     }
@@ -210,7 +210,7 @@ describe("self-signed endpoints", () => {
     const front = await httpsFront();
     try {
       const byUrl = memoryIo();
-      expect(await manageKeys(["list", "--url", front.url], { io: byUrl, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken } })).toBe(1);
+      expect(await manageKeys(["list", "--url", front.url], { io: byUrl, env: { GPU_SANDBOX_ADMIN_TOKEN: h.adminToken } })).toBe(3);
       expect(byUrl.stderr.join("\n")).toMatch(/cannot reach the admin API at https:\/\/127\.0\.0\.1:\d+\/admin\/keys: .*(self-signed certificate|unable to verify)/i);
 
       const pulumi = new FakePulumi({ acme: { outputs: { endpoint: `${front.url}/v1`, adminToken: h.adminToken, caCertificate: front.ca } } });

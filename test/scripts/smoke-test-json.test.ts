@@ -65,9 +65,9 @@ describe("smoke-test --json", () => {
     expect(json.checks[0]!.detail).toMatch(/^cannot connect to .*ECONNREFUSED/);
   });
 
-  it("a bad invocation (no key) runs no check: exit 1, nothing on stdout, the reason on stderr", async () => {
+  it("a bad invocation (no key) runs no check: exit 2, nothing on stdout, the reason on stderr", async () => {
     const r = await smoke(["--url", h.url, "--json"], {});
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.out).toBe("");
     expect(r.err).toContain("no API key");
   });

@@ -230,22 +230,22 @@ describe("smoke-test", () => {
     [["--url", "https://example.com/v1", "--ca", "/nonexistent/ca.pem"], "--ca /nonexistent/ca.pem: ENOENT"],
     // npm runs scripts in the repository's root, not where the command was typed: the message says where it looked.
     [["--url", "https://example.com/v1", "--ca", "no-such-ca.pem"], `(a relative path starts at ${process.cwd()}, where npm runs the script)`],
-  ])("%j → exit 1: %s", async (argv, message) => {
+  ])("%j → exit 2: %s", async (argv, message) => {
     const r = await smoke(argv);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.err).toContain(message);
   });
 
   it("refuses a --url with a user name and password without printing them (it is no connection failure)", async () => {
     const r = await smoke(["--url", "http://u:s3cret@127.0.0.1:9/v1", "--timeout-seconds", "2"]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.lines).toEqual([]);
     expect(r.err).toBe("--url has a user name or password in it (user:password@host), which the scripts do not send (the API key is the credential): give the URL without it");
   });
 
   it("needs a key", async () => {
     const r = await smoke(["--url", `${h.url}/v1`], {});
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.err).toContain("no API key: export GPU_SANDBOX_API_KEY=sk-gs-… (or pass --key)");
   });
 
@@ -265,7 +265,7 @@ describe("smoke-test", () => {
     }
     // --key is named as the source, and a typographic dash (fetch: "Cannot convert argument to a ByteString") is refused too.
     const dash = await smoke(["--url", `${h.url}/v1`, "--key", key.replace("sk-gs-", "sk\u2014gs-")], {});
-    expect(dash.code).toBe(1);
+    expect(dash.code).toBe(2);
     expect(dash.err).toContain('--key holds "—" (U+2014) at character 3');
     expect(dash.err).not.toContain(key.slice(-32));
   });
@@ -372,7 +372,7 @@ describe("smoke-test", () => {
 
   it("refuses a --url past /v1 (a route, not the base URL)", async () => {
     const r = await smoke(["--url", "https://example.com/v1/models"]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(2);
     expect(r.err).toBe('--url "https://example.com/v1/models" must be the tenant\'s endpoint, https://<host> or https://<host>/v1, not a route under it');
   });
 
@@ -392,7 +392,7 @@ describe("smoke-test", () => {
     expect(r.code, r.lines.join("\n") + r.err).toBe(0);
     for (const [bad, shown] of [[`${key}\u007f`, "(U+007F) at character"], [`${key.slice(0, 10)}\t${key.slice(10)}`, '"\\t" (U+0009) at character 11']] as const) {
       const refused = await smoke(["--url", `${h.url}/v1`], { GPU_SANDBOX_API_KEY: bad });
-      expect(refused.code).toBe(1);
+      expect(refused.code).toBe(2);
       expect(refused.lines).toEqual([]);
       expect(refused.err).toContain(shown);
       expect(refused.err).not.toContain(key.slice(-32));
