@@ -8,8 +8,9 @@ import { formatDuration, instantFlag, numberFlag, parseFlags, runScript, UsageEr
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { INTERRUPTED_EXIT_CODE, watchInterruption } from "./lib/interruption.ts";
 import { commandLine, destroyArgs, tail } from "./lib/pulumi.ts";
+import { earlierExpiryNote, revokedLines } from "./lib/reap-messages.ts";
 import { type Expiry, expiryOf, FAILED_DEPLOY, mapLimit, outputsOf, readTenants, relative, type Tenant } from "./lib/tenants.ts";
-import { type EarlierExpiry, earlierExpiry, exportUsage, type RevokedCount } from "./lib/usage-export.ts";
+import { earlierExpiry, exportUsage } from "./lib/usage-export.ts";
 
 const USAGE = `Usage: npm run reap-expired [-- --yes] [--now <iso>] [--concurrency <n>] [--usage-dir <dir>] [--force [<stack>]]
 
@@ -269,45 +270,6 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
 
 /** What to do about a stack whose destroy a signal cut short: Pulumi's lock may outlive it (pulumi/pulumi#1077). */
 const runAgain = (stack: string) => `run reap-expired again to destroy it (if pulumi says the stack is locked, first \`pulumi cancel --stack ${stack}\`)`;
-
-/**
- * How to give a kept tenant's clients keys again (a revoked key cannot be restored). The stack's
- * own keys (`configured`: the names of those revoked) too: their resources still hold the
- * revoked ids, so `apiKeys` hands out dead keys until each id is replaced. Said only when one of
- * them was revoked: a tenant whose keys were all made with manage-keys has nothing to replace.
- */
-function newKeys(stack: string, configured: readonly string[]): string {
-  const create = `\`npm run manage-keys -- create --stack ${stack} --name <name> --credits <n>\``;
-  if (configured.length === 0) return create;
-  const one = configured.length === 1;
-  const replace = configured.map((name) => `--replace '<URN of ${stack}-key-${name}-id>'`).join(" ");
-  return `${create}; its stack key${one ? "" : "s"} ${configured.join(", ")} stay${one ? "s" : ""} revoked though \`pulumi stack output apiKeys\` still shows ${one ? "it" : "them"}: give ${one ? "it" : "each"} a new id, \`pulumi up --stack ${stack} ${replace}\`, docs/operations.md "Keeping a tenant whose keys a reap revoked"`;
-}
-
-/** The lines that say a tenant's keys are revoked (or may be), for a tenant not destroyed. */
-function revokedLines(stack: string, { revokedKeys: n, unsureKeys: u, configuredKeys }: RevokedCount): string {
-  return (n > 0
-    ? `\n[${stack}] its ${n} key${n === 1 ? " is" : "s are"} revoked (clients get 401) while the host bills on; to keep the tenant instead, raise its ttlHours, \`pulumi up --stack ${stack}\` and create new keys (${newKeys(stack, configuredKeys)})`
-    : "") + (u > 0
-    ? `\n[${stack}] the revoke of ${u}${n > 0 ? " more" : ""} key${u === 1 ? "" : "s"} got no answer or failed: ${u === 1 ? "it" : "they"} may or may not be revoked; see \`npm run manage-keys -- list --stack ${stack}\``
-    : "");
-}
-
-/** What a run says of a kept stack whose keys a run for an earlier expiry revoked. */
-function earlierExpiryNote(stack: string, e: EarlierExpiry): string {
-  const { revokedKeys: n, unsureKeys: u } = e;
-  const check = `its revoke${u === 1 ? "" : "s"} got no answer or failed: see \`npm run manage-keys -- list --stack ${stack}\``;
-  const keys = n > 0
-    ? `revoked its ${n} key${n === 1 ? "" : "s"} (clients get 401)${u > 0 ? `, and may have revoked ${u} more (${check})` : ""}`
-    : `may have revoked ${u} of its keys (${check})`;
-  const destroy = `\`${commandLine(destroyArgs(stack))}\``;
-  const save = `\`npm run --silent report-usage -- --stack ${stack} --all --group day,model --format csv > ${stack}-usage.csv\` and \`npm run --silent manage-keys -- list --stack ${stack} --json > ${stack}-keys.json\``;
-  return `[${stack}] not expired now, but a run for its earlier expiry (${iso(new Date(e.expiresAt))}) ${keys} ` +
-    `${e.saved ? "and saved its usage, then its destroy failed" : "and could not save its usage"}; its host bills on. ` +
-    `To keep the tenant, create new keys (${newKeys(stack, e.configuredKeys)}); to destroy it after all, ` +
-    (e.saved ? `${destroy} (its usage is saved: ${e.saved}). ` : `save its usage first (${save}), then ${destroy}. `) +
-    `Then delete ${e.record}, which this line is from.`;
-}
 
 /** Turns output chunks into whole lines (chunks split lines anywhere), skipping blank ones. */
 function lineSplitter(emit: (line: string) => void): { push: (chunk: string) => void; flush: () => void } {
