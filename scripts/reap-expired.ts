@@ -1,6 +1,7 @@
 // npm run reap-expired [-- --yes] [--now <iso>]
 // Finds the stacks whose `expiresAt` output is in the past and destroys them with
-// `pulumi destroy`. A dry run unless --yes. Meant for cron: plain output, one prefix per stack,
+// `pulumi destroy`. A dry run unless --yes. Meant for cron: plain output, one prefix per stack
+// (--json: a row per stack on stdout, for a pipeline),
 // exit 1 when a destroy failed or a stack's state could not be read.
 import { resolve } from "node:path";
 import { isoSeconds } from "../api-shim/src/requests/period.ts";
@@ -9,10 +10,11 @@ import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { INTERRUPTED_EXIT_CODE, watchInterruption } from "./lib/interruption.ts";
 import { commandLine, destroyArgs, tail } from "./lib/pulumi.ts";
 import { earlierExpiryNote, revokedLines } from "./lib/reap-messages.ts";
+import { ReapReport } from "./lib/reap-report.ts";
 import { type Expiry, expiryOf, FAILED_DEPLOY, mapLimit, outputsOf, readTenants, relative, type Tenant } from "./lib/tenants.ts";
 import { earlierExpiry, exportUsage } from "./lib/usage-export.ts";
 
-const USAGE = `Usage: npm run reap-expired [-- --yes] [--now <iso>] [--concurrency <n>] [--usage-dir <dir>] [--force [<stack>]]
+const USAGE = `Usage: npm run reap-expired [-- --yes] [--now <iso>] [--concurrency <n>] [--usage-dir <dir>] [--force [<stack>]] [--json]
 
 Destroys every stack (stacks/Pulumi.<tenant>.yaml) whose expiresAt output (first \`pulumi up\`
 + ttlHours) is in the past, with \`pulumi destroy --yes --non-interactive --refresh --stack <tenant>\`. Without --yes it only
@@ -51,6 +53,14 @@ Pulumi's safe cancel, then names each stack interrupted and exits 130: run it ag
   --now <iso>         judge expiry at this time instead of now: a timestamp with its zone,
                       e.g. 2026-03-01T18:00:00Z
   --concurrency <n>   destroys at a time (default 2)
+  --json              once the run is over (failed or interrupted too, its exit code as without
+                      it), a JSON array on stdout, a row per stack: stack, action ("destroyed",
+                      "would-destroy" in a dry run, "kept", "failed", "unknown" when its expiry
+                      cannot be told, "interrupted"), expiresAt (null: none), failedDeploy,
+                      reason (why kept, failed, unknown or interrupted, or destroyed without its
+                      usage; else null), usageFile and keysFile (its saved usage, else null),
+                      revokedKeys and unsureKeys; every line goes to stderr then. A bad flag, or
+                      no pulumi CLI, prints no JSON
 
 Needs the pulumi CLI, and for the local backend PULUMI_CONFIG_PASSPHRASE (and LINODE_TOKEN
 unless the stack stores linode:token).
@@ -59,6 +69,7 @@ Examples:
   npm run reap-expired
   npm run reap-expired -- --yes
   npm run reap-expired -- --yes --force acme     # acme's endpoint is gone: destroy it without its usage
+  npm run --silent reap-expired -- --yes --json > reap.json   # in CI: jq -r '.[] | select(.action == "failed") | .stack' reap.json
   # from cron every 15 minutes, with the environment it needs: README.md, "Operate many tenants"
   */15 * * * * . $HOME/.config/gpu-sandbox/cron.env && cd /srv/gpu-sandbox && flock -n /tmp/gpu-sandbox-reap.lock npm run --silent reap-expired -- --yes >> $HOME/gpu-sandbox-reap.log 2>&1`;
 
@@ -70,6 +81,8 @@ export interface ReapPlan {
   /** Why each stack that is not destroyed is not: "not expired (expires in 22h 0m)". */
   readonly kept: ReadonlyMap<string, string>;
   readonly lines: readonly string[];
+  /** A row per stack, as judged (--json). */
+  readonly report: ReapReport;
 }
 
 /** Decides per stack: destroy (expired), keep (and why), or cannot tell. */
@@ -78,6 +91,7 @@ export function planReap(tenants: readonly Tenant[], now: Date): ReapPlan {
   const notExpired: Tenant[] = [];
   const unreadable: { tenant: Tenant; reason: string }[] = [];
   const kept = new Map<string, string>();
+  const report = new ReapReport();
   const width = Math.max(0, ...tenants.map((t) => t.stack.length));
   const lines = tenants.map((t) => {
     const name = t.stack.padEnd(width);
@@ -90,25 +104,30 @@ export function planReap(tenants: readonly Tenant[], now: Date): ReapPlan {
     switch (e.kind) {
       case "expired":
         expired.push({ tenant: t, at: e.at });
+        report.add(t.stack, e, "would-destroy", null);
         return `${name}  expired ${relative(e.at, now)} (${iso(e.at)})${failed(e)}: destroy`;
       case "expires":
         notExpired.push(t);
         kept.set(t.stack, `not expired (expires ${relative(e.at, now)})`);
+        report.add(t.stack, e, "kept", kept.get(t.stack)!);
         return `${name}  expires ${relative(e.at, now)} (${iso(e.at)})${failed(e)}: keep`;
       case "no-ttl":
         notExpired.push(t);
         kept.set(t.stack, "not expired (no ttlHours)");
+        report.add(t.stack, e, "kept", kept.get(t.stack)!);
         return `${name}  no ttlHours${failed(e)}: keep`;
       case "not-deployed":
         kept.set(t.stack, `not deployed (nothing to destroy${fileProblem ? `; ${fileProblem}` : ""})`);
+        report.add(t.stack, e, "kept", kept.get(t.stack)!);
         return `${name}  not deployed: nothing to destroy${fileProblem ? ` (${fileProblem})` : ""}`;
       case "unknown":
         unreadable.push({ tenant: t, reason: e.reason });
         kept.set(t.stack, `cannot tell whether it expired (${e.reason})`);
+        report.add(t.stack, e, "unknown", e.reason);
         return `${name}  cannot tell: ${e.reason}`;
     }
   });
-  return { expired, notExpired, unreadable, kept, lines };
+  return { expired, notExpired, unreadable, kept, lines, report };
 }
 
 const failed = (e: { failedDeploy?: true }) => (e.failedDeploy ? `, ${FAILED_DEPLOY}` : "");
@@ -124,9 +143,21 @@ export interface ReapOptions {
   readonly force: "all" | ReadonlySet<string>;
   /** How long to wait for requests in flight after revoking a tenant's keys (default 60 s). */
   readonly settleTimeoutMs?: number;
+  /** stdout holds only a JSON array, a ReapRow per stack, printed at the end; the lines go to stderr. */
+  readonly json?: boolean;
 }
 
 export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promise<number> {
+  if (!options.json) return (await reap(options, deps)).code;
+  // Every line the run prints goes to stderr, so that stdout parses; the rows once it is over,
+  // failed or interrupted too (a bad flag, or no pulumi CLI, prints none: nothing was considered).
+  const { io } = deps;
+  const { code, report } = await reap(options, { ...deps, io: { ...io, out: io.err, write: io.err } });
+  io.out(JSON.stringify(report.rows(), null, 2));
+  return code;
+}
+
+async function reap(options: ReapOptions, deps: ScriptDeps): Promise<{ code: number; report: ReapReport }> {
   const { io, pulumi } = deps;
   if (!(await pulumi.available())) throw new UsageError("reap-expired needs the pulumi CLI on PATH (and, in cron, PATH set to include it)");
   io.out(`Checking stacks at ${iso(options.now)}…`);
@@ -135,6 +166,8 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
   if (unknownForced.length) throw new UsageError(`--force ${unknownForced.join(", ")}: no such stack file in stacks/ (stacks: ${tenants.map((t) => t.stack).join(", ") || "none"})`);
   const forced = (stack: string) => options.force === "all" || options.force.has(stack);
   const plan = planReap(tenants, options.now);
+  const { report } = plan;
+  const done = (code: number) => ({ code, report });
   for (const line of plan.lines) io.out(`  ${line}`);
   // --force names a stack to destroy even without its usage: it does not make one expire. Said,
   // so that an operator who named the wrong stack, or one not yet due, does not read exit 0 as done.
@@ -147,22 +180,25 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
   for (const t of plan.notExpired) {
     const createdAt = outputsOf(t).createdAt;
     const earlier = earlierExpiry(options.usageDir, t.stack, createdAt);
-    if (earlier) io.err(earlierExpiryNote(t.stack, earlier));
+    if (earlier) {
+      io.err(earlierExpiryNote(t.stack, earlier));
+      report.set(t.stack, { revokedKeys: earlier.revokedKeys, unsureKeys: earlier.unsureKeys });
+    }
   }
   const unreadableNote = plan.unreadable.length
     ? `\n${plan.unreadable.length} stack(s) could not be checked: ${plan.unreadable.map((u) => u.tenant.stack).join(", ")}.`
     : "";
   if (plan.expired.length === 0) {
     io.out(`Nothing expired.${unreadableNote}`);
-    return plan.unreadable.length ? 1 : 0;
+    return done(plan.unreadable.length ? 1 : 0);
   }
   const names = plan.expired.map((e) => e.tenant.stack);
   if (!options.yes) {
     io.out(`Dry run: would destroy ${names.length} stack(s): ${names.join(", ")}. Run with --yes to destroy them.${unreadableNote}`);
-    return plan.unreadable.length ? 1 : 0;
+    return done(plan.unreadable.length ? 1 : 0);
   }
 
-  let done = 0;
+  let finished = 0;
   const failed: string[] = [];
   // Kept because a `pulumi up` moved its expiresAt during the run: neither destroyed nor failed.
   const moved: string[] = [];
@@ -189,6 +225,7 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
       const stack = tenant.stack;
       if (interruption.requested) {
         notStarted.push(stack);
+        report.set(stack, { action: "interrupted", reason: "not started: the run was interrupted" });
         return;
       }
       working.set(stack, "export");
@@ -207,26 +244,32 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
       expiresAt: at, progress: (line) => io.out(`[${stack}] ${line}`), warn: (line) => io.err(`[${stack}] ${line}`),
       ...(options.settleTimeoutMs !== undefined ? { settleTimeoutMs: options.settleTimeoutMs } : {}),
     });
+    report.usage(stack, usage);
+    if (usage.kind === "none") report.set(stack, { reason: `no usage to save: ${usage.reason}` });
     if (usage.kind === "saved") io.out(`[${stack}] saved its usage (${usage.rows} rows) to ${usage.path} and its keys (${usage.keys}) to ${usage.keysPath}`);
     else if (usage.kind === "already-saved") io.out(`[${stack}] usage already saved at ${usage.marker.savedAt} (${usage.marker.usage}, ${usage.marker.keys}), by a run whose destroy failed; destroying without exporting again`);
     else if (usage.kind === "none") io.out(`[${stack}] no usage to save: ${usage.reason}`);
     else if (usage.kind === "expiry-moved") {
-      done++;
+      finished++;
       moved.push(stack);
-      io.out(`[${stack}] kept: its expiresAt is ${usage.expiresAt ?? "gone (no ttlHours)"} now, not ${iso(at)} as this run read it (a \`pulumi up\` since?); no key revoked, nothing destroyed: the next run judges it again (${done}/${names.length})`);
+      report.set(stack, { action: "kept", expiresAt: usage.expiresAt ?? null, reason: `its expiresAt is ${usage.expiresAt ?? "gone (no ttlHours)"} now, not ${iso(at)} as this run read it` });
+      io.out(`[${stack}] kept: its expiresAt is ${usage.expiresAt ?? "gone (no ttlHours)"} now, not ${iso(at)} as this run read it (a \`pulumi up\` since?); no key revoked, nothing destroyed: the next run judges it again (${finished}/${names.length})`);
       return;
     } else if (interruption.requested) {
       // A terminal's ^C reaches the export's own pulumi too, which fails it: the operator's doing,
       // told as the interruption below, not a failure to fix (whose --force advice would destroy
       // the stack without its usage).
-    } else if (forced(stack)) io.err(`[${stack}] could not save its usage (${usage.message}); destroying anyway (--force)`);
-    else {
-      done++;
+    } else if (forced(stack)) {
+      io.err(`[${stack}] could not save its usage (${usage.message}); destroying anyway (--force)`);
+      report.set(stack, { reason: `could not save its usage (${usage.message}); destroyed anyway (--force)` });
+    } else {
+      finished++;
       failed.push(stack);
+      report.set(stack, { action: "failed", reason: `could not save its usage: ${usage.message}` });
       // Its keys may be revoked already (the export failed after that step): its customers get
       // 401 while its host bills on, which the operator must hear now, not at the next run.
       io.err(`[${stack}] KEPT: could not save its usage before the destroy would delete it: ${usage.message}${revokedLines(stack, usage)}\n` +
-        `[${stack}] fix that and run again, or run with --force ${stack} to destroy it without its usage (${done}/${names.length})`);
+        `[${stack}] fix that and run again, or run with --force ${stack} to destroy it without its usage (${finished}/${names.length})`);
       return;
     }
     const saved = usage.kind === "saved" || usage.kind === "already-saved" ? `\n[${stack}] its usage is saved: the next run destroys it again without exporting` : "";
@@ -234,8 +277,9 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
     // the lock of the operator's own `pulumi up`, raising its ttlHours), they stay revoked.
     const revoked = usage.kind === "none" ? "" : revokedLines(stack, usage);
     if (interruption.requested) {
-      done++;
+      finished++;
       interrupted.push(stack);
+      report.set(stack, { action: "interrupted", reason: "interrupted before its destroy" });
       io.err(`[${stack}] interrupted before its destroy; ${runAgain(stack)}${saved}${revoked}`);
       return;
     }
@@ -245,15 +289,18 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
     const lines = lineSplitter((line) => io.out(`[${stack}] ${line}`));
     const r = await pulumi.run(destroyArgs(stack), { onOutput: lines.push, interrupt: interruption.interrupt, kill: interruption.kill });
     lines.flush();
-    done++;
+    finished++;
     if (r.exitCode === 0) {
-      io.out(`[${stack}] destroyed in ${formatDuration(Date.now() - started)} (${done}/${names.length})`);
+      report.set(stack, { action: "destroyed" });
+      io.out(`[${stack}] destroyed in ${formatDuration(Date.now() - started)} (${finished}/${names.length})`);
     } else if (interruption.requested) {
       interrupted.push(stack);
+      report.set(stack, { action: "interrupted", reason: "interrupted: its destroy did not finish" });
       io.err(`[${stack}] interrupted: its destroy did not finish; ${runAgain(stack)}${saved}${revoked}`);
     } else {
       failed.push(stack);
-      io.err(`[${stack}] FAILED: \`${commandLine(destroyArgs(stack))}\` exited ${r.exitCode} (${done}/${names.length}):\n${tail(r)}${saved}${revoked}`);
+      report.set(stack, { action: "failed", reason: `\`${commandLine(destroyArgs(stack))}\` exited ${r.exitCode}: ${tail(r, 1).trim()}` });
+      io.err(`[${stack}] FAILED: \`${commandLine(destroyArgs(stack))}\` exited ${r.exitCode} (${finished}/${names.length}):\n${tail(r)}${saved}${revoked}`);
     }
   }
   const ok = names.length - failed.length - moved.length - interrupted.length - notStarted.length;
@@ -262,10 +309,10 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
   if (interruption.requested) {
     const cut = [interrupted.length ? `interrupted: ${interrupted.join(", ")}` : "", notStarted.length ? `not started: ${notStarted.join(", ")}` : ""].filter((p) => p !== "");
     io.err(`Interrupted: destroyed ${ok} of ${names.length} expired stack(s)${movedNote}${cut.map((p) => `; ${p}`).join("")}.${failedNote} Run reap-expired again to finish.${unreadableNote}`);
-    return INTERRUPTED_EXIT_CODE;
+    return done(INTERRUPTED_EXIT_CODE);
   }
   io.out(`Destroyed ${ok} of ${names.length} expired stack(s)${movedNote}.${failedNote}${unreadableNote}`);
-  return failed.length || plan.unreadable.length ? 1 : 0;
+  return done(failed.length || plan.unreadable.length ? 1 : 0);
 }
 
 /** What to do about a stack whose destroy a signal cut short: Pulumi's lock may outlive it (pulumi/pulumi#1077). */
@@ -317,7 +364,7 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
   return runScript(deps.io, async () => {
     const { rest, force } = takeForce(argv);
     const { values } = parseFlags(rest, {
-      yes: { type: "boolean" }, now: { type: "string" }, concurrency: { type: "string" }, "usage-dir": { type: "string" },
+      yes: { type: "boolean" }, now: { type: "string" }, concurrency: { type: "string" }, "usage-dir": { type: "string" }, json: { type: "boolean" },
     }, USAGE, { known: ["force"] });
     if (values.help) {
       deps.io.out(USAGE);
@@ -335,7 +382,7 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     }
     const concurrency = numberFlag("concurrency", values.concurrency, { min: 1, max: 16, integer: true, what: "a whole number", fallback: 2 });
     const usageDir = resolve(deps.root, values["usage-dir"] ?? "usage");
-    return reapExpired({ yes: values.yes ?? false, now, concurrency, usageDir, force }, deps);
+    return reapExpired({ yes: values.yes ?? false, now, concurrency, usageDir, force, json: values.json === true }, deps);
   });
 }
 
