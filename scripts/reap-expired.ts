@@ -152,12 +152,14 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
   // Every line the run prints goes to stderr, so that stdout parses; the rows once it is over,
   // failed or interrupted too (a bad flag, or no pulumi CLI, prints none: nothing was considered).
   const { io } = deps;
-  const { code, report } = await reap(options, { ...deps, io: { ...io, out: io.err, write: io.err } });
-  io.out(JSON.stringify(report.rows(), null, 2));
+  const print = (report: ReapReport) => io.out(JSON.stringify(report.rows(), null, 2));
+  const { code, report } = await reap(options, { ...deps, io: { ...io, out: io.err, write: io.err } }, print);
+  print(report);
   return code;
 }
 
-async function reap(options: ReapOptions, deps: ScriptDeps): Promise<{ code: number; report: ReapReport }> {
+/** `beforeExit`: called with the rows when a second signal is about to exit the script at once. */
+async function reap(options: ReapOptions, deps: ScriptDeps, beforeExit?: (report: ReapReport) => void): Promise<{ code: number; report: ReapReport }> {
   const { io, pulumi } = deps;
   if (!(await pulumi.available())) throw new UsageError("reap-expired needs the pulumi CLI on PATH (and, in cron, PATH set to include it)");
   io.out(`Checking stacks at ${iso(options.now)}…`);
@@ -217,7 +219,13 @@ async function reap(options: ReapOptions, deps: ScriptDeps): Promise<{ code: num
       }
     },
     second: () => {
-      for (const [stack, step] of working) io.err(`[${stack}] stopped: ${step === "destroy" ? "pulumi was killed during its destroy" : "its usage export was cut short"}; ${runAgain(stack)}`);
+      for (const [stack, step] of working) {
+        const what = step === "destroy" ? "pulumi was killed during its destroy" : "its usage export was cut short";
+        io.err(`[${stack}] stopped: ${what}; ${runAgain(stack)}`);
+        report.set(stack, { action: "interrupted", reason: `stopped: ${what}` });
+      }
+      for (const row of report.rows()) if (row.action === "would-destroy") report.set(row.stack, { action: "interrupted", reason: "not started: the run was interrupted" });
+      beforeExit?.(report);
     },
   });
   try {
