@@ -147,3 +147,27 @@ describe("new-tenant run again with other flags, or over a file that is not its 
     expect((await run(root, ACME, pulumi)).code).toBe(1);
   });
 });
+
+describe("new-tenant run again: a stack made by someone else meanwhile", () => {
+  it("`stack init` finds the name taken by a deployed stack: not taken over, and the earlier run's file is left as it is", async () => {
+    const root = tempDir();
+    const pulumi = new FakePulumi();
+    pulumi.script = (args) => (args[1] === "init" ? { exitCode: 255, stderr: "error: passphrase must be set with PULUMI_CONFIG_PASSPHRASE\n" } : undefined);
+    expect((await run(root, ACME, pulumi)).code).toBe(1);
+    const file = readFileSync(fileOf(root), "utf8");
+    // Between the re-run's read of the backend and its `stack init`, another operator's stack appears.
+    let reads = 0;
+    pulumi.script = (args) => {
+      if (args[1] === "init") return { exitCode: 255, stderr: "error: stack 'acme' already exists\n" };
+      if (args[1] === "output" && reads++ === 0) return { exitCode: 255, stderr: "error: no stack named 'acme' found\n" };
+      return undefined;
+    };
+    pulumi.stacks.set("acme", { outputs: { endpoint: "https://acme.example.test/v1" } });
+    const { code, err } = await run(root, ACME, pulumi);
+    expect(code).toBe(1);
+    expect(err).toContain("Stack acme already exists in the backend and is deployed (1 output)");
+    expect(err).toContain("No secret was set, and stacks/Pulumi.acme.yaml, which an earlier run wrote, is left as it is.");
+    expect(readFileSync(fileOf(root), "utf8")).toBe(file);
+    expect(pulumi.callsOf("config")).toEqual([]);
+  });
+});
