@@ -41,7 +41,11 @@ export class ReapReport {
 
   set(stack: string, change: Partial<Omit<ReapRow, "stack" | "failedDeploy">>): void {
     const row = this.byStack.get(stack);
-    if (row) Object.assign(row, change);
+    if (!row) return;
+    Object.assign(row, change);
+    // An output's time, as every time in the rows is written (to the second, Z); as it is when not one.
+    const at = change.expiresAt ? Date.parse(change.expiresAt) : NaN;
+    if (Number.isFinite(at)) row.expiresAt = isoSeconds(at);
   }
 
   /** What a usage export left: the files saved, the keys revoked. */

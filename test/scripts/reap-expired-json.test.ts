@@ -86,15 +86,15 @@ describe("reap-expired --json", () => {
     expect(row("bravo").usageFile).toBeNull();
   });
 
-  it("a stack whose expiresAt moved during the run is kept, with the expiry it has now", async () => {
+  it("a stack whose expiresAt moved during the run is kept, with the expiry it has now (to the second, as every row's)", async () => {
     const { code, row } = await reap(["--yes", "--json"], (p) => {
       p.stacks.set("golf", { outputs: {} });
       const bravo = p.stacks.get("bravo")!;
-      p.script = (args) => (args.includes("--show-secrets") && p.stackArg(args) === "bravo" ? { stdout: JSON.stringify({ ...bravo.outputs, expiresAt: "2026-03-02T10:00:00Z" }) } : undefined);
+      p.script = (args) => (args.includes("--show-secrets") && p.stackArg(args) === "bravo" ? { stdout: JSON.stringify({ ...bravo.outputs, expiresAt: "2026-03-02T10:00:00.000Z" }) } : undefined);
     });
     expect(code).toBe(0);
     expect(row("bravo")).toMatchObject({ action: "kept", expiresAt: "2026-03-02T10:00:00Z" });
-    expect(row("bravo").reason).toContain("its expiresAt is 2026-03-02T10:00:00Z now, not 2026-03-01T10:00:00Z as this run read it");
+    expect(row("bravo").reason).toContain("its expiresAt is 2026-03-02T10:00:00.000Z now, not 2026-03-01T10:00:00Z as this run read it");
   });
 
   it("a bad flag prints no JSON (nothing was considered); --help names --json", async () => {
