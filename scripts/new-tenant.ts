@@ -2,7 +2,7 @@
 // Writes stacks/Pulumi.<name>.yaml from flags, checked by the same validator as `pulumi up`
 // (nothing is written when it finds a problem), then initialises the Pulumi stack and stores
 // the Linode and Hugging Face tokens as secrets, read from the environment and passed on stdin.
-import { closeSync, mkdirSync, openSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, relative } from "node:path";
 import { Document, isMap, isScalar, type Pair } from "yaml";
 import { isoSeconds } from "../api-shim/src/requests/period.ts";
@@ -15,7 +15,8 @@ import { stackFilePath } from "../infra/stack-file.ts";
 import { commaList, EXIT_CODES_USAGE, npmDashHint, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { TOKEN_FLAG_REFUSAL } from "./lib/linode-api.ts";
-import { initStack, manualSteps, reportExisting, SECRETS_FROM_ENV } from "./lib/stack-setup.ts";
+import { stackFileDifferences } from "./lib/stack-file-match.ts";
+import { finishExisting, initStack, manualSteps, reportExisting, SECRETS_FROM_ENV } from "./lib/stack-setup.ts";
 
 const USAGE = `Usage: npm run new-tenant -- <name> --region <id> --admin-cidrs <a,b> [options]
 
@@ -28,8 +29,16 @@ Without the CLI it prints those commands; when a step fails, the ones left to ru
 
 A stack already in the backend under the name is used only if nothing is deployed in it: one
 with outputs or resources may be a live tenant, so new-tenant sets nothing, removes the file it
-wrote and exits 1. Run again after a run that stopped half way (the file is there), it says
-what the backend holds and which steps are left.
+wrote and exits 1.
+
+Safe to run again with the same flags (a pipeline retrying): when the stack file is there with
+the same settings (its header's time, and what Pulumi adds, aside), it finishes what an earlier
+run left undone (\`stack init\`, a secret not stored) and exits 0, or says "nothing to do" on
+stderr and exits 0; it never changes a deployed stack (one lacking a secret: exit 1, with the
+command). A stored secret's value is not compared. When the file differs from what the flags
+would write, it is never overwritten: new-tenant says how it differs (e.g.
+"gpu-sandbox:ttlHours is 48 in the file, 24 from the flags"), what the backend holds and the
+steps left, and exits 1.
 
   <name>                     3-24 lowercase letters, digits and hyphens: the stack and tenant name
   --region <id>              Linode region with the plan's GPU, e.g. us-ord (required)
@@ -209,6 +218,17 @@ function createStackFile(path: string, shownFile: string, text: string): boolean
   return true;
 }
 
+/** How the stack file there differs from what this run would write (stackFileDifferences). */
+function existingDifferences(path: string, raw: Record<string, unknown>, secretKeys: readonly string[]): string[] {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    return [`it cannot be read (${(err as Error).message})`];
+  }
+  return stackFileDifferences(text, raw, secretKeys);
+}
+
 /** Validates, writes the stack file, then sets the stack up in Pulumi (or says how). */
 export async function newTenant(req: NewTenantRequest, deps: ScriptDeps): Promise<number> {
   const { io, env } = deps;
@@ -228,8 +248,13 @@ export async function newTenant(req: NewTenantRequest, deps: ScriptDeps): Promis
   const secrets = SECRETS_FROM_ENV.filter((s) => s.always || hfToken !== undefined);
   const ctx = { pulumi: deps.pulumi, io, env, root: deps.root, stack: req.name, secrets, shownFile: relative(deps.root, path), discardFile: () => rmSync(path),
     smokeTest: { selfSigned: result.config.tls.mode === "self-signed", keyName: result.config.keys[0]?.name } };
-  // Perhaps an earlier run that stopped half way: say what is left to do.
-  if (!createStackFile(path, ctx.shownFile, stackFileText(raw, result.config, deps.now()))) return reportExisting(ctx);
+  // There already: an earlier run's, re-run (finish what it left, or nothing to do), or another
+  // tenant's file (refused, saying how it differs).
+  if (!createStackFile(path, ctx.shownFile, stackFileText(raw, result.config, deps.now()))) {
+    const rerun = { ...ctx, discardFile: undefined };
+    const differences = existingDifferences(path, raw, secrets.map((s) => s.key));
+    return differences.length ? reportExisting(rerun, differences) : finishExisting(rerun);
+  }
   io.out(`Wrote ${ctx.shownFile} (${planFor(result.config).lines.find(([l]) => l === "Cost")?.[1].split(" (")[0]}).`);
   // The plan's and `pulumi up`'s warnings, now: the README goes from here to `pulumi up`, and a
   // model too large for the GPU shows only once the host bills.

@@ -1,6 +1,7 @@
 // npm run reap-expired [-- --yes] [--now <iso>]
 // Finds the stacks whose `expiresAt` output is in the past and destroys them with
-// `pulumi destroy`. A dry run unless --yes. Meant for cron: plain output, one prefix per stack,
+// `pulumi destroy`. A dry run unless --yes. Meant for cron: plain output, one prefix per stack
+// (--json: a row per stack on stdout, for a pipeline),
 // exit 1 when a destroy failed or a stack's state could not be read.
 import { resolve } from "node:path";
 import { isoSeconds } from "../api-shim/src/requests/period.ts";
@@ -8,10 +9,12 @@ import { EXIT_CODES_USAGE, formatDuration, instantFlag, numberFlag, parseFlags, 
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { INTERRUPTED_EXIT_CODE, watchInterruption } from "./lib/interruption.ts";
 import { commandLine, destroyArgs, tail } from "./lib/pulumi.ts";
+import { earlierExpiryNote, revokedLines } from "./lib/reap-messages.ts";
+import { ReapReport } from "./lib/reap-report.ts";
 import { type Expiry, expiryOf, FAILED_DEPLOY, mapLimit, outputsOf, readTenants, relative, type Tenant } from "./lib/tenants.ts";
-import { type EarlierExpiry, earlierExpiry, exportUsage, type RevokedCount } from "./lib/usage-export.ts";
+import { earlierExpiry, exportUsage } from "./lib/usage-export.ts";
 
-const USAGE = `Usage: npm run reap-expired [-- --yes] [--now <iso>] [--concurrency <n>] [--usage-dir <dir>] [--force [<stack>]]
+const USAGE = `Usage: npm run reap-expired [-- --yes] [--now <iso>] [--concurrency <n>] [--usage-dir <dir>] [--force [<stack>]] [--json]
 
 Destroys every stack (stacks/Pulumi.<tenant>.yaml) whose expiresAt output (first \`pulumi up\`
 + ttlHours) is in the past, with \`pulumi destroy --yes --non-interactive --refresh --stack <tenant>\`. Without --yes it only
@@ -50,6 +53,14 @@ Pulumi's safe cancel, then names each stack interrupted and exits 130: run it ag
   --now <iso>         judge expiry at this time instead of now: a timestamp with its zone,
                       e.g. 2026-03-01T18:00:00Z
   --concurrency <n>   destroys at a time (default 2)
+  --json              once the run is over (failed or interrupted too, its exit code as without
+                      it), a JSON array on stdout, a row per stack: stack, action ("destroyed",
+                      "would-destroy" in a dry run, "kept", "failed", "unknown" when its expiry
+                      cannot be told, "interrupted"), expiresAt (null: none), failedDeploy,
+                      reason (why kept, failed, unknown or interrupted, or destroyed without its
+                      usage; else null), usageFile and keysFile (its saved usage, else null),
+                      revokedKeys and unsureKeys; every line goes to stderr then. A bad flag, or
+                      no pulumi CLI, prints no JSON
 
 Needs the pulumi CLI, and for the local backend PULUMI_CONFIG_PASSPHRASE (and LINODE_TOKEN
 unless the stack stores linode:token).
@@ -58,6 +69,7 @@ Examples:
   npm run reap-expired
   npm run reap-expired -- --yes
   npm run reap-expired -- --yes --force acme     # acme's endpoint is gone: destroy it without its usage
+  npm run --silent reap-expired -- --yes --json > reap.json   # in CI: jq -r '.[] | select(.action == "failed") | .stack' reap.json
   # from cron every 15 minutes, with the environment it needs: README.md, "Operate many tenants"
   */15 * * * * . $HOME/.config/gpu-sandbox/cron.env && cd /srv/gpu-sandbox && flock -n /tmp/gpu-sandbox-reap.lock npm run --silent reap-expired -- --yes >> $HOME/gpu-sandbox-reap.log 2>&1
 
@@ -71,6 +83,8 @@ export interface ReapPlan {
   /** Why each stack that is not destroyed is not: "not expired (expires in 22h 0m)". */
   readonly kept: ReadonlyMap<string, string>;
   readonly lines: readonly string[];
+  /** A row per stack, as judged (--json). */
+  readonly report: ReapReport;
 }
 
 /** Decides per stack: destroy (expired), keep (and why), or cannot tell. */
@@ -79,6 +93,7 @@ export function planReap(tenants: readonly Tenant[], now: Date): ReapPlan {
   const notExpired: Tenant[] = [];
   const unreadable: { tenant: Tenant; reason: string }[] = [];
   const kept = new Map<string, string>();
+  const report = new ReapReport();
   const width = Math.max(0, ...tenants.map((t) => t.stack.length));
   const lines = tenants.map((t) => {
     const name = t.stack.padEnd(width);
@@ -91,25 +106,30 @@ export function planReap(tenants: readonly Tenant[], now: Date): ReapPlan {
     switch (e.kind) {
       case "expired":
         expired.push({ tenant: t, at: e.at });
+        report.add(t.stack, e, "would-destroy", null);
         return `${name}  expired ${relative(e.at, now)} (${iso(e.at)})${failed(e)}: destroy`;
       case "expires":
         notExpired.push(t);
         kept.set(t.stack, `not expired (expires ${relative(e.at, now)})`);
+        report.add(t.stack, e, "kept", kept.get(t.stack)!);
         return `${name}  expires ${relative(e.at, now)} (${iso(e.at)})${failed(e)}: keep`;
       case "no-ttl":
         notExpired.push(t);
         kept.set(t.stack, "not expired (no ttlHours)");
+        report.add(t.stack, e, "kept", kept.get(t.stack)!);
         return `${name}  no ttlHours${failed(e)}: keep`;
       case "not-deployed":
         kept.set(t.stack, `not deployed (nothing to destroy${fileProblem ? `; ${fileProblem}` : ""})`);
+        report.add(t.stack, e, "kept", kept.get(t.stack)!);
         return `${name}  not deployed: nothing to destroy${fileProblem ? ` (${fileProblem})` : ""}`;
       case "unknown":
         unreadable.push({ tenant: t, reason: e.reason });
         kept.set(t.stack, `cannot tell whether it expired (${e.reason})`);
+        report.add(t.stack, e, "unknown", e.reason);
         return `${name}  cannot tell: ${e.reason}`;
     }
   });
-  return { expired, notExpired, unreadable, kept, lines };
+  return { expired, notExpired, unreadable, kept, lines, report };
 }
 
 const failed = (e: { failedDeploy?: true }) => (e.failedDeploy ? `, ${FAILED_DEPLOY}` : "");
@@ -125,9 +145,23 @@ export interface ReapOptions {
   readonly force: "all" | ReadonlySet<string>;
   /** How long to wait for requests in flight after revoking a tenant's keys (default 60 s). */
   readonly settleTimeoutMs?: number;
+  /** stdout holds only a JSON array, a ReapRow per stack, printed at the end; the lines go to stderr. */
+  readonly json?: boolean;
 }
 
 export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promise<number> {
+  if (!options.json) return (await reap(options, deps)).code;
+  // Every line the run prints goes to stderr, so that stdout parses; the rows once it is over,
+  // failed or interrupted too (a bad flag, or no pulumi CLI, prints none: nothing was considered).
+  const { io } = deps;
+  const print = (report: ReapReport) => io.out(JSON.stringify(report.rows(), null, 2));
+  const { code, report } = await reap(options, { ...deps, io: { ...io, out: io.err, write: io.err } }, print);
+  print(report);
+  return code;
+}
+
+/** `beforeExit`: called with the rows when a second signal is about to exit the script at once. */
+async function reap(options: ReapOptions, deps: ScriptDeps, beforeExit?: (report: ReapReport) => void): Promise<{ code: number; report: ReapReport }> {
   const { io, pulumi } = deps;
   if (!(await pulumi.available())) throw new UsageError("reap-expired needs the pulumi CLI on PATH (and, in cron, PATH set to include it)");
   io.out(`Checking stacks at ${iso(options.now)}…`);
@@ -136,6 +170,8 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
   if (unknownForced.length) throw new UsageError(`--force ${unknownForced.join(", ")}: no such stack file in stacks/ (stacks: ${tenants.map((t) => t.stack).join(", ") || "none"})`);
   const forced = (stack: string) => options.force === "all" || options.force.has(stack);
   const plan = planReap(tenants, options.now);
+  const { report } = plan;
+  const done = (code: number) => ({ code, report });
   for (const line of plan.lines) io.out(`  ${line}`);
   // --force names a stack to destroy even without its usage: it does not make one expire. Said,
   // so that an operator who named the wrong stack, or one not yet due, does not read exit 0 as done.
@@ -148,22 +184,25 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
   for (const t of plan.notExpired) {
     const createdAt = outputsOf(t).createdAt;
     const earlier = earlierExpiry(options.usageDir, t.stack, createdAt);
-    if (earlier) io.err(earlierExpiryNote(t.stack, earlier));
+    if (earlier) {
+      io.err(earlierExpiryNote(t.stack, earlier));
+      report.set(t.stack, { revokedKeys: earlier.revokedKeys, unsureKeys: earlier.unsureKeys });
+    }
   }
   const unreadableNote = plan.unreadable.length
     ? `\n${plan.unreadable.length} stack(s) could not be checked: ${plan.unreadable.map((u) => u.tenant.stack).join(", ")}.`
     : "";
   if (plan.expired.length === 0) {
     io.out(`Nothing expired.${unreadableNote}`);
-    return plan.unreadable.length ? 1 : 0;
+    return done(plan.unreadable.length ? 1 : 0);
   }
   const names = plan.expired.map((e) => e.tenant.stack);
   if (!options.yes) {
     io.out(`Dry run: would destroy ${names.length} stack(s): ${names.join(", ")}. Run with --yes to destroy them.${unreadableNote}`);
-    return plan.unreadable.length ? 1 : 0;
+    return done(plan.unreadable.length ? 1 : 0);
   }
 
-  let done = 0;
+  let finished = 0;
   const failed: string[] = [];
   // Kept because a `pulumi up` moved its expiresAt during the run: neither destroyed nor failed.
   const moved: string[] = [];
@@ -182,7 +221,13 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
       }
     },
     second: () => {
-      for (const [stack, step] of working) io.err(`[${stack}] stopped: ${step === "destroy" ? "pulumi was killed during its destroy" : "its usage export was cut short"}; ${runAgain(stack)}`);
+      for (const [stack, step] of working) {
+        const what = step === "destroy" ? "pulumi was killed during its destroy" : "its usage export was cut short";
+        io.err(`[${stack}] stopped: ${what}; ${runAgain(stack)}`);
+        report.set(stack, { action: "interrupted", reason: `stopped: ${what}` });
+      }
+      for (const row of report.rows()) if (row.action === "would-destroy") report.set(row.stack, { action: "interrupted", reason: "not started: the run was interrupted" });
+      beforeExit?.(report);
     },
   });
   try {
@@ -190,6 +235,7 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
       const stack = tenant.stack;
       if (interruption.requested) {
         notStarted.push(stack);
+        report.set(stack, { action: "interrupted", reason: "not started: the run was interrupted" });
         return;
       }
       working.set(stack, "export");
@@ -208,26 +254,32 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
       expiresAt: at, progress: (line) => io.out(`[${stack}] ${line}`), warn: (line) => io.err(`[${stack}] ${line}`),
       ...(options.settleTimeoutMs !== undefined ? { settleTimeoutMs: options.settleTimeoutMs } : {}),
     });
+    report.usage(stack, usage);
+    if (usage.kind === "none") report.set(stack, { reason: `no usage to save: ${usage.reason}` });
     if (usage.kind === "saved") io.out(`[${stack}] saved its usage (${usage.rows} rows) to ${usage.path} and its keys (${usage.keys}) to ${usage.keysPath}`);
     else if (usage.kind === "already-saved") io.out(`[${stack}] usage already saved at ${usage.marker.savedAt} (${usage.marker.usage}, ${usage.marker.keys}), by a run whose destroy failed; destroying without exporting again`);
     else if (usage.kind === "none") io.out(`[${stack}] no usage to save: ${usage.reason}`);
     else if (usage.kind === "expiry-moved") {
-      done++;
+      finished++;
       moved.push(stack);
-      io.out(`[${stack}] kept: its expiresAt is ${usage.expiresAt ?? "gone (no ttlHours)"} now, not ${iso(at)} as this run read it (a \`pulumi up\` since?); no key revoked, nothing destroyed: the next run judges it again (${done}/${names.length})`);
+      report.set(stack, { action: "kept", expiresAt: usage.expiresAt ?? null, reason: `its expiresAt is ${usage.expiresAt ?? "gone (no ttlHours)"} now, not ${iso(at)} as this run read it` });
+      io.out(`[${stack}] kept: its expiresAt is ${usage.expiresAt ?? "gone (no ttlHours)"} now, not ${iso(at)} as this run read it (a \`pulumi up\` since?); no key revoked, nothing destroyed: the next run judges it again (${finished}/${names.length})`);
       return;
     } else if (interruption.requested) {
       // A terminal's ^C reaches the export's own pulumi too, which fails it: the operator's doing,
       // told as the interruption below, not a failure to fix (whose --force advice would destroy
       // the stack without its usage).
-    } else if (forced(stack)) io.err(`[${stack}] could not save its usage (${usage.message}); destroying anyway (--force)`);
-    else {
-      done++;
+    } else if (forced(stack)) {
+      io.err(`[${stack}] could not save its usage (${usage.message}); destroying anyway (--force)`);
+      report.set(stack, { reason: `could not save its usage (${usage.message}); destroyed anyway (--force)` });
+    } else {
+      finished++;
       failed.push(stack);
+      report.set(stack, { action: "failed", reason: `could not save its usage: ${usage.message}` });
       // Its keys may be revoked already (the export failed after that step): its customers get
       // 401 while its host bills on, which the operator must hear now, not at the next run.
       io.err(`[${stack}] KEPT: could not save its usage before the destroy would delete it: ${usage.message}${revokedLines(stack, usage)}\n` +
-        `[${stack}] fix that and run again, or run with --force ${stack} to destroy it without its usage (${done}/${names.length})`);
+        `[${stack}] fix that and run again, or run with --force ${stack} to destroy it without its usage (${finished}/${names.length})`);
       return;
     }
     const saved = usage.kind === "saved" || usage.kind === "already-saved" ? `\n[${stack}] its usage is saved: the next run destroys it again without exporting` : "";
@@ -235,8 +287,9 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
     // the lock of the operator's own `pulumi up`, raising its ttlHours), they stay revoked.
     const revoked = usage.kind === "none" ? "" : revokedLines(stack, usage);
     if (interruption.requested) {
-      done++;
+      finished++;
       interrupted.push(stack);
+      report.set(stack, { action: "interrupted", reason: "interrupted before its destroy" });
       io.err(`[${stack}] interrupted before its destroy; ${runAgain(stack)}${saved}${revoked}`);
       return;
     }
@@ -246,15 +299,18 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
     const lines = lineSplitter((line) => io.out(`[${stack}] ${line}`));
     const r = await pulumi.run(destroyArgs(stack), { onOutput: lines.push, interrupt: interruption.interrupt, kill: interruption.kill });
     lines.flush();
-    done++;
+    finished++;
     if (r.exitCode === 0) {
-      io.out(`[${stack}] destroyed in ${formatDuration(Date.now() - started)} (${done}/${names.length})`);
+      report.set(stack, { action: "destroyed" });
+      io.out(`[${stack}] destroyed in ${formatDuration(Date.now() - started)} (${finished}/${names.length})`);
     } else if (interruption.requested) {
       interrupted.push(stack);
+      report.set(stack, { action: "interrupted", reason: "interrupted: its destroy did not finish" });
       io.err(`[${stack}] interrupted: its destroy did not finish; ${runAgain(stack)}${saved}${revoked}`);
     } else {
       failed.push(stack);
-      io.err(`[${stack}] FAILED: \`${commandLine(destroyArgs(stack))}\` exited ${r.exitCode} (${done}/${names.length}):\n${tail(r)}${saved}${revoked}`);
+      report.set(stack, { action: "failed", reason: `\`${commandLine(destroyArgs(stack))}\` exited ${r.exitCode}: ${tail(r, 1).trim()}` });
+      io.err(`[${stack}] FAILED: \`${commandLine(destroyArgs(stack))}\` exited ${r.exitCode} (${finished}/${names.length}):\n${tail(r)}${saved}${revoked}`);
     }
   }
   const ok = names.length - failed.length - moved.length - interrupted.length - notStarted.length;
@@ -263,53 +319,14 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
   if (interruption.requested) {
     const cut = [interrupted.length ? `interrupted: ${interrupted.join(", ")}` : "", notStarted.length ? `not started: ${notStarted.join(", ")}` : ""].filter((p) => p !== "");
     io.err(`Interrupted: destroyed ${ok} of ${names.length} expired stack(s)${movedNote}${cut.map((p) => `; ${p}`).join("")}.${failedNote} Run reap-expired again to finish.${unreadableNote}`);
-    return INTERRUPTED_EXIT_CODE;
+    return done(INTERRUPTED_EXIT_CODE);
   }
   io.out(`Destroyed ${ok} of ${names.length} expired stack(s)${movedNote}.${failedNote}${unreadableNote}`);
-  return failed.length || plan.unreadable.length ? 1 : 0;
+  return done(failed.length || plan.unreadable.length ? 1 : 0);
 }
 
 /** What to do about a stack whose destroy a signal cut short: Pulumi's lock may outlive it (pulumi/pulumi#1077). */
 const runAgain = (stack: string) => `run reap-expired again to destroy it (if pulumi says the stack is locked, first \`pulumi cancel --stack ${stack}\`)`;
-
-/**
- * How to give a kept tenant's clients keys again (a revoked key cannot be restored). The stack's
- * own keys (`configured`: the names of those revoked) too: their resources still hold the
- * revoked ids, so `apiKeys` hands out dead keys until each id is replaced. Said only when one of
- * them was revoked: a tenant whose keys were all made with manage-keys has nothing to replace.
- */
-function newKeys(stack: string, configured: readonly string[]): string {
-  const create = `\`npm run manage-keys -- create --stack ${stack} --name <name> --credits <n>\``;
-  if (configured.length === 0) return create;
-  const one = configured.length === 1;
-  const replace = configured.map((name) => `--replace '<URN of ${stack}-key-${name}-id>'`).join(" ");
-  return `${create}; its stack key${one ? "" : "s"} ${configured.join(", ")} stay${one ? "s" : ""} revoked though \`pulumi stack output apiKeys\` still shows ${one ? "it" : "them"}: give ${one ? "it" : "each"} a new id, \`pulumi up --stack ${stack} ${replace}\`, docs/operations.md "Keeping a tenant whose keys a reap revoked"`;
-}
-
-/** The lines that say a tenant's keys are revoked (or may be), for a tenant not destroyed. */
-function revokedLines(stack: string, { revokedKeys: n, unsureKeys: u, configuredKeys }: RevokedCount): string {
-  return (n > 0
-    ? `\n[${stack}] its ${n} key${n === 1 ? " is" : "s are"} revoked (clients get 401) while the host bills on; to keep the tenant instead, raise its ttlHours, \`pulumi up --stack ${stack}\` and create new keys (${newKeys(stack, configuredKeys)})`
-    : "") + (u > 0
-    ? `\n[${stack}] the revoke of ${u}${n > 0 ? " more" : ""} key${u === 1 ? "" : "s"} got no answer or failed: ${u === 1 ? "it" : "they"} may or may not be revoked; see \`npm run manage-keys -- list --stack ${stack}\``
-    : "");
-}
-
-/** What a run says of a kept stack whose keys a run for an earlier expiry revoked. */
-function earlierExpiryNote(stack: string, e: EarlierExpiry): string {
-  const { revokedKeys: n, unsureKeys: u } = e;
-  const check = `its revoke${u === 1 ? "" : "s"} got no answer or failed: see \`npm run manage-keys -- list --stack ${stack}\``;
-  const keys = n > 0
-    ? `revoked its ${n} key${n === 1 ? "" : "s"} (clients get 401)${u > 0 ? `, and may have revoked ${u} more (${check})` : ""}`
-    : `may have revoked ${u} of its keys (${check})`;
-  const destroy = `\`${commandLine(destroyArgs(stack))}\``;
-  const save = `\`npm run --silent report-usage -- --stack ${stack} --all --group day,model --format csv > ${stack}-usage.csv\` and \`npm run --silent manage-keys -- list --stack ${stack} --json > ${stack}-keys.json\``;
-  return `[${stack}] not expired now, but a run for its earlier expiry (${iso(new Date(e.expiresAt))}) ${keys} ` +
-    `${e.saved ? "and saved its usage, then its destroy failed" : "and could not save its usage"}; its host bills on. ` +
-    `To keep the tenant, create new keys (${newKeys(stack, e.configuredKeys)}); to destroy it after all, ` +
-    (e.saved ? `${destroy} (its usage is saved: ${e.saved}). ` : `save its usage first (${save}), then ${destroy}. `) +
-    `Then delete ${e.record}, which this line is from.`;
-}
 
 /** Turns output chunks into whole lines (chunks split lines anywhere), skipping blank ones. */
 function lineSplitter(emit: (line: string) => void): { push: (chunk: string) => void; flush: () => void } {
@@ -357,7 +374,7 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
   return runScript(deps.io, async () => {
     const { rest, force } = takeForce(argv);
     const { values } = parseFlags(rest, {
-      yes: { type: "boolean" }, now: { type: "string" }, concurrency: { type: "string" }, "usage-dir": { type: "string" },
+      yes: { type: "boolean" }, now: { type: "string" }, concurrency: { type: "string" }, "usage-dir": { type: "string" }, json: { type: "boolean" },
     }, USAGE, { known: ["force"] });
     if (values.help) {
       deps.io.out(USAGE);
@@ -375,7 +392,7 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     }
     const concurrency = numberFlag("concurrency", values.concurrency, { min: 1, max: 16, integer: true, what: "a whole number", fallback: 2 });
     const usageDir = resolve(deps.root, values["usage-dir"] ?? "usage");
-    return reapExpired({ yes: values.yes ?? false, now, concurrency, usageDir, force }, deps);
+    return reapExpired({ yes: values.yes ?? false, now, concurrency, usageDir, force, json: values.json === true }, deps);
   });
 }
 

@@ -80,8 +80,8 @@ export interface SetupContext {
   readonly secrets: readonly SecretFromEnv[];
   /** The stack file as shown to the operator (stacks/Pulumi.acme.yaml). */
   readonly shownFile: string;
-  /** Removes the stack file this run wrote. */
-  readonly discardFile: () => void;
+  /** Removes the stack file this run wrote; none on a re-run, which wrote none. */
+  readonly discardFile?: () => void;
   /** What the smoke test after `pulumi up` needs: the CA of a self-signed endpoint, a key's name. */
   readonly smokeTest: { readonly selfSigned: boolean; readonly keyName: string | undefined };
 }
@@ -102,10 +102,13 @@ function smokeTestSteps(stack: string, { selfSigned, keyName }: SetupContext["sm
   ];
 }
 
-/** After the stack file is written: login if need be, `stack init`, secrets. False when a step failed (said on stderr). */
-export async function initStack(ctx: SetupContext): Promise<boolean> {
+/**
+ * After the stack file is written: login if need be, `stack init`, secrets; from `done` on, for a
+ * re-run finishing an earlier one. False when a step failed (said on stderr).
+ */
+export async function initStack(ctx: SetupContext, from: SetupProgress = nothingDone()): Promise<boolean> {
   const { pulumi, io, env, stack } = ctx;
-  const done = nothingDone();
+  const done: SetupProgress = { ...from, stored: new Set(from.stored) };
   const fail = (args: readonly string[], r: PulumiResult): false => {
     io.err(`\`${commandLine(args)}\` failed (exit ${r.exitCode}):\n${tail(r)}\nThe stack file is written; fix the cause and finish by hand:\n${manualSteps(stack, ctx.secrets, ctx.env, done)}`);
     return false;
@@ -113,22 +116,26 @@ export async function initStack(ctx: SetupContext): Promise<boolean> {
   // Use whatever backend the operator is logged in to; with none, the local one (~/.pulumi).
   // Any other whoami failure (an expired cloud token, no network) stops here: switching such an
   // operator to another backend would put the stack where they will not look for it.
-  const who = await pulumi.run(["whoami"]);
-  if (who.exitCode !== 0) {
-    if (!/PULUMI_ACCESS_TOKEN must be set|not logged in/i.test(who.stderr)) return fail(["whoami"], who);
-    io.out("Not logged in to a Pulumi backend: using the local backend (pulumi login --local).");
-    const login = await pulumi.run(["login", "--local"]);
-    if (login.exitCode !== 0) return fail(["login", "--local"], login);
+  if (!done.loggedIn) {
+    const who = await pulumi.run(["whoami"]);
+    if (who.exitCode !== 0) {
+      if (!/PULUMI_ACCESS_TOKEN must be set|not logged in/i.test(who.stderr)) return fail(["whoami"], who);
+      io.out("Not logged in to a Pulumi backend: using the local backend (pulumi login --local).");
+      const login = await pulumi.run(["login", "--local"]);
+      if (login.exitCode !== 0) return fail(["login", "--local"], login);
+    }
+    done.loggedIn = true;
   }
-  done.loggedIn = true;
-  io.out(`Creating stack ${stack}…`);
-  const init = await pulumi.run(["stack", "init", stack]);
-  if (init.exitCode !== 0) {
-    if (!/already exists/i.test(init.stderr)) return fail(["stack", "init", stack], init);
-    if (!(await adoptExisting(ctx))) return false;
+  if (!done.stackCreated) {
+    io.out(`Creating stack ${stack}…`);
+    const init = await pulumi.run(["stack", "init", stack]);
+    if (init.exitCode !== 0) {
+      if (!/already exists/i.test(init.stderr)) return fail(["stack", "init", stack], init);
+      if (!(await adoptExisting(ctx))) return false;
+    }
+    done.stackCreated = true;
   }
-  done.stackCreated = true;
-  for (const s of ctx.secrets) {
+  for (const s of ctx.secrets.filter((s) => !done.stored.has(s.key))) {
     const value = env[s.env];
     if (!value) {
       io.out(`${s.env} is not set: ${s.key} not stored (\`pulumi up\` then needs ${s.env} in its environment).`);
@@ -159,22 +166,23 @@ async function adoptExisting(ctx: SetupContext): Promise<boolean> {
     io.out(`Stack ${stack} already exists in the backend with nothing deployed (never, or destroyed); using it.`);
     return true;
   }
-  ctx.discardFile();
+  ctx.discardFile?.();
   const why = found.kind === "deployed" ? `is deployed (${found.what})` : `could not be read (${found.kind === "unknown" ? found.message : "not found after all"})`;
   io.err(`Stack ${stack} already exists in the backend and ${why}: new-tenant does not take over a stack that may be a live tenant (another operator's, or one whose stack file was lost). ` +
-    `No secret was set, and ${ctx.shownFile}, which this run wrote, is removed.\n` +
+    `No secret was set, and ${ctx.shownFile}, ${ctx.discardFile ? "which this run wrote, is removed" : "which an earlier run wrote, is left as it is"}.\n` +
     `Pick another name. If the tenant is yours, restore its own stack file (e.g. from version control) rather than write a new one${found.kind === "unknown" ? "; or fix the cause and run again" : ""}.`);
   return false;
 }
 
 /**
- * The stack file is there already (new-tenant never overwrites it): says what the backend holds
- * under the name and, when an earlier run stopped half way, the steps it did not get to.
- * Always 1: this run changed nothing.
+ * The stack file is there already and differs from what this run would write (`differences`,
+ * from stackFileDifferences): new-tenant never overwrites it. Says how it differs, what the
+ * backend holds under the name and, if an earlier run stopped half way, the steps it did not get
+ * to. Always 1: this run changed nothing.
  */
-export async function reportExisting(ctx: Omit<SetupContext, "discardFile">): Promise<number> {
+export async function reportExisting(ctx: SetupContext, differences: readonly string[]): Promise<number> {
   const { stack, io, shownFile } = ctx;
-  const exists = `${shownFile} already exists; new-tenant never overwrites a stack file.`;
+  const exists = `${shownFile} already exists; new-tenant never overwrites a stack file.${differences.length ? ` It differs from what this run would write: ${differences.join("; ")}.` : ""}`;
   if (!(await ctx.pulumi.available())) {
     io.err(`${exists} Edit it, or pick another name. If an earlier run stopped half way:\n${manualSteps(stack, ctx.secrets, ctx.env)}`);
     return 1;
@@ -218,4 +226,57 @@ export async function reportExisting(ctx: Omit<SetupContext, "discardFile">): Pr
   const done: SetupProgress = { loggedIn: true, stackCreated: true, stored: new Set(stored) };
   io.err(`${exists} Stack ${stack} exists with nothing deployed. If the file is the tenant you want:\n${manualSteps(stack, ctx.secrets, ctx.env, done)}\nOtherwise edit it, or pick another name.`);
   return 1;
+}
+
+/**
+ * The stack file is there already, as this run would write it: an earlier run's, re-run (a
+ * pipeline retrying). Finishes what that run left undone (`stack init`, secrets not stored), or
+ * says on stderr that there is nothing to do: 0 either way. A deployed stack is never changed: a
+ * secret it lacks is refused (1), with the command that stores it. 1 too when the backend cannot
+ * be read, or the file was made by a stack in another backend.
+ */
+export async function finishExisting(ctx: SetupContext): Promise<number> {
+  const { stack, io, shownFile, env } = ctx;
+  const same = `${shownFile} is already as this run would write it`;
+  let stored: Set<string>;
+  let createdElsewhere: boolean;
+  try {
+    stored = new Set(storedSecretKeys(ctx.root, stack));
+    createdElsewhere = stackFileHoldsSecrets(ctx.root, stack);
+  } catch {
+    stored = new Set(); // read and compared a moment ago: gone since, nothing known stored
+    createdElsewhere = false;
+  }
+  if (!(await ctx.pulumi.available())) {
+    io.err(`${same}: nothing to do without the pulumi CLI. If the stack is not set up yet:\n${manualSteps(stack, ctx.secrets, env, { loggedIn: false, stackCreated: createdElsewhere, stored })}`);
+    return 0;
+  }
+  // A secret this run would store and has the value of, not in the stack yet.
+  const missing = ctx.secrets.filter((s) => !stored.has(s.key) && env[s.env]);
+  const unset = ctx.secrets.filter((s) => !stored.has(s.key) && !env[s.env]).map((s) => `; ${s.env} is not set: ${s.key} not stored (\`pulumi up\` then needs ${s.env} in its environment)`).join("");
+  const found = await backendStack(ctx.pulumi, stack);
+  switch (found.kind) {
+    case "unknown":
+      io.err(`${same}, but whether stack ${stack} is in the backend could not be read (${found.message}); nothing was changed. Fix the cause and run again.`);
+      return 1;
+    case "none":
+      if (createdElsewhere) return reportExisting(ctx, []); // says where the stack may be
+      io.err(`${same}; stack ${stack} is not in the backend (an earlier run stopped before creating it): finishing the set-up.`);
+      return (await initStack(ctx)) ? 0 : 1;
+    case "empty":
+      if (missing.length === 0) {
+        io.err(`${same}, and stack ${stack} exists with nothing deployed${stored.size ? ` and ${[...stored].join(", ")} stored` : ""}${unset}: nothing to do. Next: pulumi up --stack ${stack}`);
+        return 0;
+      }
+      io.err(`${same}; stack ${stack} exists with nothing deployed, without ${missing.map((s) => s.key).join(", ")}: finishing the set-up.`);
+      return (await initStack(ctx, { loggedIn: true, stackCreated: true, stored })) ? 0 : 1;
+    case "deployed":
+      if (missing.length === 0) {
+        io.err(`${same}, and stack ${stack} is deployed (${found.what})${unset}: nothing to do.`);
+        return 0;
+      }
+      io.err(`${same}, but stack ${stack} is deployed (${found.what}) without ${missing.map((s) => s.key).join(", ")}, and new-tenant changes nothing in a deployed stack. ` +
+        `To store ${missing.length === 1 ? "it" : "them"} (the next \`pulumi up\` uses ${missing.length === 1 ? "it" : "them"}):\n${missing.map((s) => `  printenv ${s.env} | ${commandLine(setSecretArgs(stack, s.key))}`).join("\n")}`);
+      return 1;
+  }
 }

@@ -126,12 +126,16 @@ describe("new-tenant", () => {
     it("on a second run, with or without the CLI", async () => {
       root = tempDir();
       expect((await run(ISSUE_EXAMPLE, { env: {} })).code).toBe(0);
-      for (const pulumi of [Object.assign(new FakePulumi(), { installed: false }), new FakePulumi()]) {
-        const { code, io } = await run(ISSUE_EXAMPLE, { pulumi, env: {} });
-        expect(code).toBe(1);
-        expect(io.stderr.join("\n")).toContain(NOT_SET);
-        noPipe(io.text());
-      }
+      // Without the CLI: nothing to do here, and the steps, as the first run printed them.
+      const bare = await run(ISSUE_EXAMPLE, { env: {} });
+      expect(bare.code).toBe(0);
+      expect(bare.io.stderr.join("\n")).toContain(NOT_SET);
+      noPipe(bare.io.text());
+      // With it: the re-run does the steps, and says the token is not stored.
+      const { code, io } = await run(ISSUE_EXAMPLE, { pulumi: new FakePulumi(), env: {} });
+      expect(code, io.text()).toBe(0);
+      expect(io.text()).toContain("LINODE_TOKEN is not set: linode:token not stored");
+      noPipe(io.text());
     });
   });
 
@@ -398,24 +402,20 @@ describe("new-tenant", () => {
       expect(err).not.toContain("pulumi login");
     });
 
-    it("a second run after the stack was never created says so and gives every step left", async () => {
+    it("a second run after the stack was never created finishes the set-up: `stack init` and every secret, exit 0", async () => {
       root = tempDir();
       const pulumi = new FakePulumi();
       pulumi.script = (args) => (args[1] === "init" ? passphraseMissing : undefined);
       expect((await run(ACME, { pulumi, env })).code).toBe(1);
       pulumi.script = () => undefined; // the passphrase is exported now
+      const file = readFileSync(join(root, "stacks", "Pulumi.acme.yaml"), "utf8");
       const { code, io } = await run(ACME, { pulumi, env });
-      expect(code).toBe(1);
-      expect(io.stderr.join("\n")).toBe([
-        "stacks/Pulumi.acme.yaml already exists; new-tenant never overwrites a stack file. Stack acme is not in the backend: an earlier run stopped before creating it. If the file is the tenant you want:",
-        "To finish:",
-        "  pulumi stack init acme",
-        "  printenv LINODE_TOKEN | pulumi config set --secret --stack acme linode:token",
-        "  printenv HF_TOKEN | pulumi config set --secret --stack acme gpu-sandbox:hfToken",
-        "  pulumi up --stack acme",
-        "Otherwise edit it, or pick another name.",
-      ].join("\n"));
-      expect(pulumi.callsOf("stack", "init")).toHaveLength(1); // the first run's only: nothing is done by the second
+      expect(code, io.text()).toBe(0);
+      expect(io.stderr.join("\n")).toBe("stacks/Pulumi.acme.yaml is already as this run would write it; stack acme is not in the backend (an earlier run stopped before creating it): finishing the set-up.");
+      expect(pulumi.callsOf("stack", "init")).toHaveLength(2);
+      expect(pulumi.callsOf("config", "set").map((c) => c.input)).toEqual([env.LINODE_TOKEN, env.HF_TOKEN]);
+      expect(io.stdout.join("\n")).toContain("Next: pulumi up --stack acme");
+      expect(readFileSync(join(root, "stacks", "Pulumi.acme.yaml"), "utf8")).toBe(file); // not written again
     });
 
     it("a second run when the file holds encrypted values but the stack is not in the backend points to another backend", async () => {
@@ -449,18 +449,20 @@ describe("new-tenant", () => {
       expect(io.stderr.join("\n")).toContain("To finish:\n  pulumi stack init acme\n  printenv LINODE_TOKEN | pulumi config set --secret --stack acme linode:token\n");
     });
 
-    it("a second run after the stack was created and one secret stored lists only the rest", async () => {
+    it("a second run after the stack was created and one secret stored stores only the rest, exit 0", async () => {
       root = tempDir();
       const pulumi = new FakePulumi();
       // The first run was stopped (Ctrl-C) after storing linode:token: Pulumi wrote it to the file.
       expect((await run(ACME, { pulumi: Object.assign(new FakePulumi(), { installed: false }), env })).code).toBe(0);
-      writeFileSync(join(root, "stacks", "Pulumi.acme.yaml"), `${readFileSync(join(root, "stacks", "Pulumi.acme.yaml"), "utf8")}  linode:token:\n    secure: v1:abc\n`);
+      writeFileSync(join(root, "stacks", "Pulumi.acme.yaml"), `encryptionsalt: v1:salt\n${readFileSync(join(root, "stacks", "Pulumi.acme.yaml"), "utf8")}  linode:token:\n    secure: v1:abc\n`);
       pulumi.stacks.set("acme", { outputs: {}, resources: [] });
       const { code, io } = await run(ACME, { pulumi, env });
-      expect(code).toBe(1);
-      const err = io.stderr.join("\n");
-      expect(err).toContain("Stack acme exists with nothing deployed. If the file is the tenant you want:\nTo finish:\n  printenv HF_TOKEN | pulumi config set --secret --stack acme gpu-sandbox:hfToken\n  pulumi up --stack acme\n");
-      expect(pulumi.callsOf("config")).toEqual([]);
+      expect(code, io.text()).toBe(0);
+      expect(io.stderr.join("\n")).toBe("stacks/Pulumi.acme.yaml is already as this run would write it; stack acme exists with nothing deployed, without gpu-sandbox:hfToken: finishing the set-up.");
+      expect(pulumi.callsOf("stack", "init")).toEqual([]);
+      expect(pulumi.callsOf("whoami")).toEqual([]);
+      expect(pulumi.callsOf("config").map((c) => [c.args.at(-1), c.input])).toEqual([["gpu-sandbox:hfToken", env.HF_TOKEN]]);
+      expect(io.stdout.join("\n")).toContain("Next: pulumi up --stack acme");
     });
 
     it("a second run for a deployed stack says to edit the file and `pulumi up`", async () => {
@@ -470,7 +472,9 @@ describe("new-tenant", () => {
       const pulumi = new FakePulumi({ acme: { outputs: { endpoint: "https://acme.example.test/v1" } } });
       const { code, io } = await run(ACME, { pulumi, env });
       expect(code).toBe(1);
-      expect(io.stderr.join("\n")).toBe("stacks/Pulumi.acme.yaml already exists; new-tenant never overwrites a stack file. Stack acme is deployed (1 output): edit the file and `pulumi up --stack acme`, or pick another name.");
+      expect(io.stderr.join("\n")).toBe("stacks/Pulumi.acme.yaml already exists; new-tenant never overwrites a stack file. " +
+        'It differs from what this run would write: gpu-sandbox:region is "us-sea" in the file, "us-ord" from the flags; gpu-sandbox:adminCidrs is not in the file, ["81.2.69.160/32"] from the flags. ' +
+        "Stack acme is deployed (1 output): edit the file and `pulumi up --stack acme`, or pick another name.");
       expect(readFileSync(join(root, "stacks", "Pulumi.acme.yaml"), "utf8")).toBe("config:\n  gpu-sandbox:region: us-sea\n");
     });
   });

@@ -71,15 +71,16 @@ process.exit(0);
 }
 
 /** reap-expired --yes in `dir`, in its own process group (as a terminal's foreground job), with its output collected. */
-function reap(dir: string, extra: readonly string[] = []): { child: ChildProcess; output: () => string } {
+function reap(dir: string, extra: readonly string[] = []): { child: ChildProcess; output: () => string; stdout: () => string } {
   const child = spawn(process.execPath, [script, "--yes", "--usage-dir", join(dir, "usage"), ...extra], {
     cwd: dir, detached: true, stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, PATH: `${join(dir, "bin")}:${process.env.PATH}` },
   });
   let out = "";
-  child.stdout!.on("data", (d: Buffer) => (out += d.toString()));
+  let stdout = "";
+  child.stdout!.on("data", (d: Buffer) => ((out += d.toString()), (stdout += d.toString())));
   child.stderr!.on("data", (d: Buffer) => (out += d.toString()));
-  return { child, output: () => out };
+  return { child, output: () => out, stdout: () => stdout };
 }
 
 const pulumiLog = (dir: string) => (existsSync(join(dir, "pulumi.log")) ? readFileSync(join(dir, "pulumi.log"), "utf8") : "");
@@ -200,5 +201,31 @@ describe("reap-expired interrupted: a silent cancel, a signal during an export, 
     expect(await exited(child)).toBe(130);
     expect(Date.now() - started).toBeLessThan(3_000);
     expect(output()).toContain("[acme] stopped: its usage export was cut short;");
+  }, 30_000);
+});
+
+describe("reap-expired --yes --json interrupted", () => {
+  const rows = (stdout: string) => Object.fromEntries((JSON.parse(stdout) as { stack: string; action: string; reason: string | null }[]).map((r) => [r.stack, [r.action, r.reason]]));
+
+  it("SIGTERM: the rows are printed before exit 130, the stack under way and the one not started \"interrupted\"", async () => {
+    const dir = expiredProject(["acme", "bravo"]);
+    const { child, output, stdout } = reap(dir, ["--concurrency", "1", "--json"]);
+    await destroying(output);
+    child.kill("SIGTERM");
+    expect(await exited(child)).toBe(130);
+    const first = /Destroying \((acme|bravo)\)/.exec(output())![1]!;
+    const other = first === "acme" ? "bravo" : "acme";
+    expect(rows(stdout())).toEqual({ [first]: ["interrupted", "interrupted: its destroy did not finish"], [other]: ["interrupted", "not started: the run was interrupted"] });
+  }, 30_000);
+
+  it("a second signal, which exits at once: the rows are printed all the same", async () => {
+    const dir = expiredProject(["acme"], 20_000);
+    const { child, output, stdout } = reap(dir, ["--json"]);
+    await destroying(output);
+    child.kill("SIGTERM");
+    expect(await pollUntil(() => pulumiLog(dir).includes("sigint"), 10_000, 50)).toBe(true);
+    child.kill("SIGTERM");
+    expect(await exited(child)).toBe(130);
+    expect(rows(stdout())).toEqual({ acme: ["interrupted", "stopped: pulumi was killed during its destroy"] });
   }, 30_000);
 });

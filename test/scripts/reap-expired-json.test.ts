@@ -1,0 +1,108 @@
+// reap-expired --json: stdout holds one JSON array, a row per stack, what became of it, for a
+// pipeline to branch on; every line the run prints goes to stderr then; printed when some stacks
+// failed too, with the run's exit code as without it.
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { memoryIo } from "../../scripts/lib/cli.ts";
+import type { ReapRow } from "../../scripts/lib/reap-report.ts";
+import { main } from "../../scripts/reap-expired.ts";
+import { clockFrom } from "../support/clocks.ts";
+import { startShim, type Harness } from "../support/shim-harness.ts";
+import { type FakePulumi } from "./fake-pulumi.ts";
+import { fixtureTenants, NOW } from "./tenant-fixtures.ts";
+
+let shim: Harness;
+beforeAll(async () => {
+  shim = await startShim({ clock: clockFrom(Date.parse("2026-03-01T09:00:00Z")) });
+});
+afterAll(async () => shim?.close());
+
+/** The fixtures; bravo (expired) served by the test's shim unless `reachable` is false. */
+async function reap(argv: string[], setup: (p: FakePulumi) => void = () => {}, reachable = true) {
+  const { root, pulumi } = fixtureTenants();
+  const bravo = pulumi.stacks.get("bravo")!;
+  if (reachable) bravo.outputs = { ...bravo.outputs, endpoint: `${shim.url}/v1`, adminToken: shim.adminToken, createdAt: "2026-01-01T00:00:00Z" };
+  setup(pulumi);
+  const io = memoryIo();
+  const code = await main(argv, { root, pulumi, io, env: {}, now: () => NOW });
+  // stdout is the JSON alone: one write, which parses.
+  expect(io.stdout, io.stderr.join("\n")).toHaveLength(1);
+  const rows = JSON.parse(io.stdout[0]!) as ReapRow[];
+  return { code, io, root, pulumi, rows, row: (stack: string) => rows.find((r) => r.stack === stack)!, err: io.stderr.join("\n") };
+}
+
+const actions = (rows: ReapRow[]) => Object.fromEntries(rows.map((r) => [r.stack, r.action]));
+
+describe("reap-expired --json", () => {
+  it("a dry run: a row per stack with its action and why, the lines on stderr; exit 1 as without --json (golf cannot be told)", async () => {
+    const { code, rows, row, err } = await reap(["--json"]);
+    expect(code).toBe(1);
+    expect(actions(rows)).toEqual({
+      alpha: "kept", bravo: "would-destroy", charlie: "kept", delta: "kept", echo: "kept", foxtrot: "would-destroy", golf: "unknown", hotel: "kept", india: "kept",
+    });
+    expect(row("alpha")).toEqual({
+      stack: "alpha", action: "kept", expiresAt: "2026-03-02T10:00:00Z", failedDeploy: false, reason: "not expired (expires in 22h 0m)",
+      usageFile: null, keysFile: null, revokedKeys: 0, unsureKeys: 0,
+    });
+    expect(row("bravo")).toMatchObject({ expiresAt: "2026-03-01T10:00:00Z", reason: null });
+    expect(row("charlie")).toMatchObject({ expiresAt: null, reason: "not expired (no ttlHours)" });
+    expect(row("echo").reason).toBe("not deployed (nothing to destroy)");
+    expect(row("golf").reason).toContain("failed to load checkpoint: permission denied");
+    expect(err).toContain("Dry run: would destroy 2 stack(s): bravo, foxtrot.");
+  });
+
+  it("--yes: destroyed rows name the usage and keys files saved and the keys revoked; a stack with no usage says why", async () => {
+    await shim.createKey({ name: "team-1", credits: 100 });
+    const { code, row, err } = await reap(["--yes", "--json"], (p) => p.stacks.set("golf", { outputs: {} }));
+    expect(code, err).toBe(0);
+    const bravo = row("bravo");
+    expect(bravo).toMatchObject({ action: "destroyed", reason: null, revokedKeys: 1, unsureKeys: 0 });
+    expect(bravo.usageFile).toMatch(/\/usage\/bravo-usage-[^/]+\.csv$/);
+    expect(bravo.keysFile).toMatch(/\/usage\/bravo-keys-[^/]+\.json$/);
+    expect(existsSync(bravo.usageFile!) && existsSync(bravo.keysFile!)).toBe(true);
+    expect(row("foxtrot")).toMatchObject({ action: "destroyed", usageFile: null, reason: "no usage to save: no endpoint: the serving stack was never deployed" });
+    expect(err).toContain("[bravo] destroyed in");
+  });
+
+  it("a failed export and a failed destroy are \"failed\" rows with why, printed though the run exits 1", async () => {
+    const { code, row } = await reap(["--yes", "--json"], (p) => {
+      p.stacks.set("golf", { outputs: {} });
+      p.script = (args) => (args[0] === "destroy" && p.stackArg(args) === "foxtrot" ? { exitCode: 255, stderr: "error: the stack is currently locked by 1 lock(s)" } : undefined);
+    }, false);
+    expect(code).toBe(1);
+    expect(row("bravo").action).toBe("failed");
+    expect(row("bravo").reason).toMatch(/^could not save its usage: /);
+    expect(row("foxtrot")).toMatchObject({
+      action: "failed", reason: "`pulumi destroy --yes --non-interactive --refresh --stack foxtrot` exited 255: error: the stack is currently locked by 1 lock(s)",
+    });
+  });
+
+  it("--force: a stack destroyed without its usage says why in its reason", async () => {
+    const { code, row } = await reap(["--yes", "--json", "--force", "bravo"], (p) => p.stacks.set("golf", { outputs: {} }), false);
+    expect(code).toBe(0);
+    expect(row("bravo").action).toBe("destroyed");
+    expect(row("bravo").reason).toMatch(/^could not save its usage \(.+\); destroyed anyway \(--force\)$/);
+    expect(row("bravo").usageFile).toBeNull();
+  });
+
+  it("a stack whose expiresAt moved during the run is kept, with the expiry it has now (to the second, as every row's)", async () => {
+    const { code, row } = await reap(["--yes", "--json"], (p) => {
+      p.stacks.set("golf", { outputs: {} });
+      const bravo = p.stacks.get("bravo")!;
+      p.script = (args) => (args.includes("--show-secrets") && p.stackArg(args) === "bravo" ? { stdout: JSON.stringify({ ...bravo.outputs, expiresAt: "2026-03-02T10:00:00.000Z" }) } : undefined);
+    });
+    expect(code).toBe(0);
+    expect(row("bravo")).toMatchObject({ action: "kept", expiresAt: "2026-03-02T10:00:00Z" });
+    expect(row("bravo").reason).toContain("its expiresAt is 2026-03-02T10:00:00.000Z now, not 2026-03-01T10:00:00Z as this run read it");
+  });
+
+  it("a bad flag prints no JSON (nothing was considered); --help names --json", async () => {
+    const io = memoryIo();
+    expect(await main(["--json", "--concurrency", "0"], { io, env: {}, now: () => NOW })).toBe(1);
+    expect(io.stdout).toEqual([]);
+    const help = memoryIo();
+    expect(await main(["--help"], { io: help, env: {} })).toBe(0);
+    expect(help.text()).toMatch(/--json +once the run is over/);
+  });
+});
