@@ -99,7 +99,7 @@ describe("reap-expired --json", () => {
 
   it("a bad flag prints no JSON (nothing was considered); --help names --json", async () => {
     const io = memoryIo();
-    expect(await main(["--json", "--concurrency", "0"], { io, env: {}, now: () => NOW })).toBe(1);
+    expect(await main(["--json", "--concurrency", "0"], { io, env: {}, now: () => NOW })).toBe(2);
     expect(io.stdout).toEqual([]);
     const help = memoryIo();
     expect(await main(["--help"], { io: help, env: {} })).toBe(0);
