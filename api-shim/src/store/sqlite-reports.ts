@@ -10,7 +10,7 @@ import type { RequestRow, RequestsQuery } from "./request-rows.ts";
 import type { CreditsLine, CreditsQuery } from "./credits-statement.ts";
 import { asStoreError, StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
 import { KeyedTurns, Turns } from "./turns.ts";
-import { firstAndRest, type UsageRest } from "./usage-batches.ts";
+import { firstAndRest, type UsageRest, type UsageRows } from "./usage-batches.ts";
 
 /**
  * Each asking key's reports wait in a line of their own (the operator's, of one key or all, in
@@ -140,9 +140,9 @@ export class SqliteReports {
    * A request's ledger rows, or a key's requests in a period (sqlite-request-rows.ts), as a
    * report's batches: in its asker's line and the reports' turn, a page per batch.
    */
-  requests(q: RequestsQuery, beforeRun: () => Promise<void>): Promise<UsageRest<RequestRow>> {
+  requests(q: RequestsQuery, beforeRun: () => Promise<void>): Promise<UsageRows<RequestRow>> {
     const { signal: wanted, asker, ...requests } = q;
-    return this.read(asker, wanted, { requests }, beforeRun) as Promise<unknown> as Promise<UsageRest<RequestRow>>;
+    return (this.read(asker, wanted, { requests }, beforeRun) as Promise<unknown> as Promise<UsageRest<RequestRow>>).then(firstAndRest);
   }
 
   /** `asking` run on the worker in `asker`'s line, then the shared turn, as batches() says. */

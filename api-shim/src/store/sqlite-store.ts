@@ -15,9 +15,7 @@ import { prepareStatements, toKey } from "./sqlite-statements.ts";
 import { usageReport } from "./sqlite-usage-report.ts";
 import { creditsStatement } from "./sqlite-credits-statement.ts";
 import type { CreditsLine, CreditsQuery } from "./credits-statement.ts";
-import type { RequestRow, RequestsQuery } from "./request-rows.ts";
 import { allRequestRows } from "./sqlite-request-rows.ts";
-import { firstAndRest, type UsageRows } from "./usage-batches.ts";
 import { WalClosedError, WalSync } from "./sqlite-wal-sync.ts";
 import { retryWhileBusy, WriteLockQueue } from "./sqlite-write-lock.ts";
 import {
@@ -353,12 +351,8 @@ export class SqliteStore implements Store {
     return this.reports.credits(q, () => this.now(() => {}));
   }
 
-  /** As usage(): after the open batch commits, on the report worker for a file, a page per batch. */
-  requests(q: RequestsQuery): Promise<UsageRows<RequestRow>> {
-    const { signal: _, asker: __, ...ask } = q;
-    if (this.reports === undefined) return this.now(() => allRequestRows(this.db, ask));
-    return this.reports.requests(q, () => this.now(() => {})).then(firstAndRest);
-  }
+  /** As usage(): after the open batch commits, on the report worker for a file, a page per batch (sqlite-request-rows.ts). */
+  readonly requests: Store["requests"] = (q) => (this.reports === undefined ? this.now(() => allRequestRows(this.db, q)) : this.reports.requests(q, () => this.now(() => {})));
 
   /** After the open batch commits, on the report worker (sqlite-backup.ts); an in-memory database has no file to copy. */
   backup(signal: AbortSignal): Promise<BackupFile> {
