@@ -1,7 +1,9 @@
 // npm run report-usage -- (--stack <name> | --url <base>) [--key <id|name>] [--from] [--to | --all]
 //   [--group model|day|day,model|model,price|key] [--format table|json|csv]
+//   | --request <request id> [--key] | --key <id|name> --itemise [period] [--format csv|json]
 // A tenant's usage per key and model or day, or per key with its balance, from its admin API
-// (/admin/usage and the key list; --group key: /admin/credits too), with totals.
+// (/admin/usage and the key list; --group key: /admin/credits too), with totals; one request's
+// ledger row, or a key's requests one row each (/admin/requests).
 import { creditsNumber, parseCredits } from "../api-shim/src/money/money.ts";
 import { ShimError } from "../api-shim/src/errors.ts";
 import { parsePeriod, periodQuery, readInstant } from "../api-shim/src/requests/period.ts";
@@ -12,6 +14,7 @@ import { formatTable } from "./lib/table.ts";
 import { REJECTED_TOKEN_FLAGS, resolveAdminTarget, TARGET_OPTIONS, TARGET_USAGE } from "./lib/tenant-target.ts";
 import { after, formatKeySummary, keySummary, keySummaryCsv } from "./lib/key-summary.ts";
 import { wholeLedger, withKeyNames } from "./lib/usage-export.ts";
+import { itemise, lookUpRequest } from "./lib/request-rows.ts";
 
 const USAGE = `Usage: npm run report-usage -- (--stack <name> | --url <base URL>) [options]
 
@@ -51,6 +54,18 @@ totals.
                              said on stderr; one older than write-offs: adjusted 0); a key revoked
                              or expired before the period with credits left has its line too,
                              so a month's opening total is the last one's closing
+  --request <request id>     one request's ledger row by the x-request-id its client saw: its
+                             status, tokens, cost and price, and what it means (charged or
+                             not, and why; counted in the reports or not); --format json: the
+                             API's answer. With --key, only a request of that key. Not with
+                             the period's flags or --group
+  --itemise                  with --key: the key's requests in the period one row each, oldest
+                             first (request_id, key_id, at, route, model, status, stream, batch,
+                             served, reported, prompt_tokens, cached_tokens, completion_tokens,
+                             total_tokens, cost, price_id, ms), written as the shim sends them;
+                             --format csv (default) or json (an array of each key's list). The
+                             rows with reported true add up to the period's report; the others
+                             were neither served nor charged. Not with --group
   --format <table|json|csv>  table (default); json (the API's report, each row with key_name
                              after key_id as in the CSV, plus totals, and with --key the keys
                              covered); csv (the API's CSV, spreadsheet-safe, one row per
@@ -66,6 +81,8 @@ Examples:
   npm run report-usage -- --stack acme --group day --from 2026-03-01 --to 2026-03-07
   npm run report-usage -- --stack acme --key team-a --from 2026-03-01 --to 2026-03-31
   npm run --silent report-usage -- --stack acme --format csv > acme-usage.csv
+  npm run report-usage -- --stack acme --request 3f0c2a9e6b1d4e8f9a7c5b3d1e0f2a4b
+  npm run --silent report-usage -- --stack acme --key team-a --itemise --from 2026-11-01 --to 2026-11-30 > team-a-2026-11.csv
   npm run --silent report-usage -- --stack acme --all --group day,model --format csv > acme-ledger.csv
   npm run --silent report-usage -- --stack acme --all --group key --format csv > acme-keys.csv
   npm run --silent report-usage -- --stack acme --group key --from 2026-11-01 --to 2026-11-30 --format csv > acme-2026-11-credits.csv
@@ -80,6 +97,8 @@ const OPTIONS = {
   all: { type: "boolean" },
   group: { type: "string" },
   format: { type: "string" },
+  request: { type: "string" },
+  itemise: { type: "boolean" },
 } as const;
 
 const GROUPS = ["model", "day", "day,model", "model,price", "key"] as const;
@@ -257,6 +276,7 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
       deps.io.out(USAGE);
       return 0;
     }
+    if (values.request !== undefined || values.itemise) return requestRows(values, deps);
     const group = oneOf("group", values.group, GROUPS, "model");
     const format = oneOf("format", values.format, FORMATS, "table");
     if (values.all && (values.from !== undefined || values.to !== undefined)) throw new UsageError("--all is the whole ledger: give it without --from and --to");
@@ -275,6 +295,36 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     if (group === "key") return keyReport(client, await mergedReport(client, queries), covered ?? keys!, covered, format, deps);
     return await withTheRows(group, format, queries, keys, covered, client, deps);
   });
+}
+
+/** --request (a request's row) and --itemise (a key's requests one row each): lib/request-rows.ts. */
+async function requestRows(values: { [K in keyof typeof OPTIONS]?: unknown }, deps: ScriptDeps): Promise<number> {
+  const given = (flag: string) => values[flag as keyof typeof OPTIONS] !== undefined;
+  if (given("group")) throw new UsageError(`--group is for the usage report: --${values.itemise ? "itemise" : "request"} has a row per request`);
+  const key = values.key as string | undefined;
+  if (values.request !== undefined) {
+    if (values.itemise) throw new UsageError("--request looks up one request, --itemise lists a key's: give one of them");
+    const period = ["from", "to", "all"].find(given);
+    if (period) throw new UsageError(`--${period} is not for --request: a request is found by its id alone (--key narrows it to a key's)`);
+    const json = oneOf("format", values.format as string | undefined, ["table", "json"] as const, "table") === "json";
+    const client = adminClient(await resolveAdminTarget(values as Parameters<typeof resolveAdminTarget>[0], deps), fetch, { progress: (line) => deps.io.err(line) });
+    const keys = await client.listKeys();
+    const only = key === undefined ? undefined : reportedKeys(keys, key).map((k) => k.id);
+    return lookUpRequest(client, values.request as string, new Map(keys.map((k) => [k.id, k.name])), only, json, deps.io);
+  }
+  if (key === undefined) throw new UsageError("--itemise lists one key's requests: give --key <id|name> (a request by its id: --request <id>)");
+  const format = oneOf("format", values.format as string | undefined, ["csv", "json"] as const, "csv");
+  if (values.all && (given("from") || given("to"))) throw new UsageError("--all is the whole ledger: give it without --from and --to");
+  const period = { from: periodFlag("from", values.from as string | undefined), to: periodFlag("to", values.to as string | undefined) };
+  checkOrder(period, deps.now());
+  const target = await resolveAdminTarget(values as Parameters<typeof resolveAdminTarget>[0], deps);
+  const { from, to } = values.all ? wholeLedger(target.createdAt, deps.now()) : period;
+  const client = adminClient(target, fetch, { progress: (line) => deps.io.err(line) });
+  const covered = reportedKeys(await client.listKeys(), key);
+  // Several keys (a name a rotation kept): each asked for the same period, pinned as the report pins it.
+  const queries = queriesFor({ ...(from ? { from } : {}), ...(to ? { to } : {}) }, covered, deps.now());
+  deps.io.err(`requests of ${coverage(covered)}`);
+  return itemise(client, covered.map((k) => k.id), { ...(queries[0]!.from ? { from: queries[0]!.from } : {}), ...(queries[0]!.to ? { to: queries[0]!.to } : {}) }, format, deps.io);
 }
 
 /** A shim older than group=day,model refuses it (its 400 naming `group`): said as such, with what works with it. */

@@ -26,6 +26,8 @@ import { Pricer } from "./money/pricing.ts";
 import { isAmbiguousPath, urlPath } from "./auth/url-path.ts";
 import { RateLimiter } from "./limits/rate-limit.ts";
 import { adminRoutes } from "./routes/admin.ts";
+import { requestRoutes } from "./routes/requests.ts";
+import { SANE_REQUEST_ID } from "./requests/request-id.ts";
 import { backupRoutes } from "./routes/backup.ts";
 import { creditsRoutes } from "./routes/credits.ts";
 import { healthRoutes } from "./routes/health.ts";
@@ -54,7 +56,6 @@ declare module "fastify" {
 }
 
 const MAX_HEADER_BYTES = 64 * 1024;
-const SANE_REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 /** Builds the Fastify app from its dependencies. It never listens and touches no process globals. */
 export function buildApp(deps: AppDeps): FastifyInstance {
   const { config } = deps;
@@ -249,6 +250,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   inferenceRoutes(app, ctx);
   usageRoutes(app, ctx);
   adminRoutes(app, ctx);
+  requestRoutes(app, ctx);
   creditsRoutes(app, ctx);
   backupRoutes(app, ctx);
   return app;

@@ -10,6 +10,7 @@ import { isRedirect, redirectAdvice } from "./redirect.ts";
 import { gaveUp, type Refusal, RETRIES, retryable, retryWait } from "./admin-retry.ts";
 export { findKey, keyReference, keyStatus } from "./key-lookup.ts";
 import type { CreditsQuery, CreditsStatement } from "./credits-statement.ts";
+import { REQUEST_LIST, type RequestList, type RequestsQuery } from "./request-rows.ts";
 export type { CreditsLine, CreditsQuery, CreditsStatement } from "./credits-statement.ts";
 
 /** Where a tenant's admin API is and how to authenticate. */
@@ -149,6 +150,10 @@ export interface AdminClient {
   usageCsv(query: UsageQuery): Promise<string>;
   /** GET /admin/credits of every key, or of `key` (a shim older than it answers 404 not_found: report-usage.ts). */
   credits(query: CreditsQuery): Promise<CreditsStatement>;
+  /** GET /admin/requests/{id} (`key`: narrowed to that key's): the request's ledger rows; none, or a shim older than it: 404 not_found (param request_id: none). */
+  request(requestId: string, key?: string): Promise<RequestList>;
+  /** GET /admin/requests?key=: a key's requests one row each, the answer's body to read as it arrives (a busy key's month is millions of rows). */
+  requests(query: RequestsQuery): Promise<Response>;
   /** GET /admin/backup: the ledger's SQLite file, its body to read (backup-ledger.ts); the call, body included, has an hour. */
   backup(): Promise<Response>;
 }
@@ -183,7 +188,7 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch,
   }
   /** One admin request, sent again after a refusal that says to retry (admin-retry.ts). */
   async function call(method: string, path: string, init: { body?: unknown; headers?: Record<string, string> } = {}): Promise<Response> {
-    const timeoutMs = path.startsWith("/admin/usage") || path.startsWith("/admin/credits") ? timeouts.reportMs : path === "/admin/backup" ? (timeouts.backupMs ?? TIMEOUTS.backupMs) : timeouts.requestMs;
+    const timeoutMs = path.startsWith("/admin/usage") || path.startsWith("/admin/credits") || path.startsWith("/admin/requests") ? timeouts.reportMs : path === "/admin/backup" ? (timeouts.backupMs ?? TIMEOUTS.backupMs) : timeouts.requestMs;
     const tries: Record<Refusal, number> = { "rate-limited": 0, restarting: 0 };
     for (;;) {
       try {
@@ -303,6 +308,8 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch,
       return csv;
     },
     credits: async (q) => (await json("GET", `/admin/credits?${new URLSearchParams({ from: q.from, to: q.to, ...(q.key ? { key: q.key } : {}) })}`, CREDITS_STATEMENT)).body,
+    request: async (id, key) => (await json("GET", `/admin/requests/${encodeURIComponent(id)}${key ? `?key=${encodeURIComponent(key)}` : ""}`, REQUEST_LIST)).body,
+    requests: (q) => call("GET", `/admin/requests?${new URLSearchParams(Object.entries(q).filter((e): e is [string, string] => e[1] !== undefined))}`),
     backup: () => call("GET", "/admin/backup"),
   };
 }

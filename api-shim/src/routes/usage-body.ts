@@ -35,7 +35,35 @@ const PROGRESS_CHECK_MS = 5000;
  * sees as a truncated answer (no final CRLF row or closing `]}`), never as a complete one.
  */
 export function sendUsageBody(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, batches: UsageBatches, format: "json" | "csv", group: string, head: object): FastifyReply {
-  const body = format === "csv" ? csvPieces(batches, group) : jsonPieces(batches, group, head);
+  return sendRowsBody(ctx, request, reply, batches, format, { ...usageLayout(group), head, filename: "usage.csv" });
+}
+
+/** How a streamed report's rows are written: its CSV's header and cells, its JSON's members before `data` and each row. */
+export interface RowsLayout<T> {
+  csvHeader: readonly string[];
+  csvCells(row: T): (string | number)[];
+  head: object;
+  json(row: T): object;
+  /** The CSV's name (content-disposition). */
+  filename: string;
+}
+
+/** A usage report's columns by its grouping: by model and price, columns of their own (price-lines.ts); the other groupings' layouts stay as they were. */
+function usageLayout(group: string): Omit<RowsLayout<UsageGroup>, "head" | "filename"> {
+  if (group === "model,price") return { csvHeader: PRICE_CSV_HEADER, csvCells: priceCsvCells, json: priceJsonLine };
+  return {
+    csvHeader: ["key_id", ...group.split(","), "requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost"],
+    csvCells: (r) => [r.keyId, ...groupCells(group, r).map(([, v]) => v), r.requests, r.promptTokens, r.completionTokens, r.promptTokens + r.completionTokens, formatCredits(r.cost)],
+    json: (r) => ({
+      key_id: r.keyId, ...Object.fromEntries(groupCells(group, r)), requests: r.requests, prompt_tokens: r.promptTokens,
+      completion_tokens: r.completionTokens, total_tokens: r.promptTokens + r.completionTokens, cost: creditsNumber(r.cost),
+    }),
+  };
+}
+
+/** A report's body (`layout`), written as the store's batches arrive: sendUsageBody says how, and what a failure after the first byte does. */
+export function sendRowsBody<T>(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, batches: UsageBatches<T>, format: "json" | "csv", layout: RowsLayout<T>): FastifyReply {
+  const body = format === "csv" ? csvPieces(batches, layout) : jsonPieces(batches, layout);
   /** Logs a failure after the first byte (as the error handler logs one, and the request line as 503 with its code). */
   const failed = (e: unknown) => {
     const err = toShimError(e);
@@ -51,7 +79,7 @@ export function sendUsageBody(ctx: ShimContext, request: FastifyRequest, reply: 
       throw e; // Fastify destroys the connection (its headers were sent)
     }
   };
-  if (format === "csv") reply.type("text/csv; charset=utf-8").header("content-disposition", 'attachment; filename="usage.csv"');
+  if (format === "csv") reply.type("text/csv; charset=utf-8").header("content-disposition", `attachment; filename="${layout.filename}"`);
   else reply.type("application/json; charset=utf-8");
   const stream = Readable.from(failing(), { objectMode: false });
   // The store gives the report up once its reader has taken nothing for its bound. Counted from
@@ -91,29 +119,17 @@ function groupCells(group: string, r: UsageGroup): [string, string][] {
   return group === "day,model" ? [["day", r.group], ["model", r.model ?? ""]] : [[group, r.group]];
 }
 
-async function* csvPieces(batches: UsageBatches, group: string): AsyncGenerator<string> {
-  if (group === "model,price") return yield* priceCsvPieces(batches);
-  yield csvLine(["key_id", ...group.split(","), "requests", "prompt_tokens", "completion_tokens", "total_tokens", "cost"]);
-  for await (const rows of pieces(batches)) {
-    yield rows.map((r) => csvLine([r.keyId, ...groupCells(group, r).map(([, v]) => v), r.requests, r.promptTokens, r.completionTokens, r.promptTokens + r.completionTokens, formatCredits(r.cost)])).join("");
-  }
+async function* csvPieces<T>(batches: UsageBatches<T>, layout: RowsLayout<T>): AsyncGenerator<string> {
+  yield csvLine(layout.csvHeader);
+  for await (const rows of pieces(batches)) yield rows.map((r) => csvLine(layout.csvCells(r))).join("");
 }
 
-/** By model and price: columns of their own (price-lines.ts); the other groupings' layouts stay as they were. */
-async function* priceCsvPieces(batches: UsageBatches): AsyncGenerator<string> {
-  yield csvLine(PRICE_CSV_HEADER);
-  for await (const rows of pieces(batches)) yield rows.map((r) => csvLine(priceCsvCells(r))).join("");
-}
-
-async function* jsonPieces(batches: UsageBatches, group: string, head: object): AsyncGenerator<string> {
+async function* jsonPieces<T>(batches: UsageBatches<T>, layout: RowsLayout<T>): AsyncGenerator<string> {
   // The answer as JSON.stringify writes it, `data` last: its opening, the rows, its close.
-  yield JSON.stringify({ ...head, data: [] }).slice(0, -2);
+  yield JSON.stringify({ ...layout.head, data: [] }).slice(0, -2);
   let first = true;
   for await (const rows of pieces(batches)) {
-    const json = rows.map((r) => JSON.stringify(group === "model,price" ? priceJsonLine(r) : {
-      key_id: r.keyId, ...Object.fromEntries(groupCells(group, r)), requests: r.requests, prompt_tokens: r.promptTokens,
-      completion_tokens: r.completionTokens, total_tokens: r.promptTokens + r.completionTokens, cost: creditsNumber(r.cost),
-    })).join(",");
+    const json = rows.map((r) => JSON.stringify(layout.json(r))).join(",");
     yield first ? json : `,${json}`;
     first = false;
   }
@@ -121,7 +137,7 @@ async function* jsonPieces(batches: UsageBatches, group: string, head: object): 
 }
 
 /** The batches in pieces of at most FORMAT_ROWS rows, a turn of the event loop before each (an in-memory SQLite store's rows come as one batch). */
-async function* pieces(batches: UsageBatches): AsyncGenerator<UsageGroup[]> {
+async function* pieces<T>(batches: UsageBatches<T>): AsyncGenerator<T[]> {
   for await (const batch of batches) {
     for (let i = 0; i < batch.length; i += FORMAT_ROWS) {
       await nextTurn();

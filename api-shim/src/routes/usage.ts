@@ -10,6 +10,7 @@ import { parsePeriod, showPeriod } from "../requests/period.ts";
 import { ReportsBusyError, type UsageGroup, type UsageQuery } from "../store/store.ts";
 import { type UsageBatches, usageBatches } from "../store/usage-batches.ts";
 import type { CreditsLine, CreditsQuery } from "../store/credits-statement.ts";
+import type { RequestRow, RequestsQuery } from "../store/request-rows.ts";
 
 /** GET /v1/usage: the calling key's usage in seed 004's shape, plus its remaining credits. */
 export function usageRoutes(app: FastifyInstance, ctx: ShimContext): void {
@@ -67,6 +68,11 @@ export function usageReportBatches(ctx: ShimContext, request: FastifyRequest, re
  */
 export function creditsReport(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, query: Omit<CreditsQuery, "signal" | "asker">): Promise<CreditsLine[]> {
   return report(ctx, request, reply, query, (q) => ctx.store.credits(q));
+}
+
+/** A request's ledger rows, or a key's requests (request-rows.ts), as a usage report is asked. */
+export function requestsReport(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, query: Omit<RequestsQuery, "signal" | "asker">): Promise<UsageBatches<RequestRow>> {
+  return report(ctx, request, reply, query, (q) => ctx.store.requests(q).then(usageBatches));
 }
 
 async function report<Q extends object, T>(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, query: Q, ask: (q: Q & { asker: string | null; signal: AbortSignal }) => Promise<T>): Promise<T> {

@@ -5,9 +5,10 @@ import { priceReportSql } from "./postgres-price-report.ts";
 import { reportCursor } from "./postgres-report-cursor.ts";
 import { allRows, openReport, REPORT_TIMEOUT_MS, type ReportOpening } from "./report-reader.ts";
 import { KeyedTurns, Turns } from "./turns.ts";
+import { type RequestRow, type RequestsQuery, requestsPgSql, requestsPgValues } from "./request-rows.ts";
 import { creditsColumns, creditsLine, type CreditsLine, type CreditsQuery, type CreditsRow, entryColumns, grantRows, topUpRows, writeOffRows } from "./credits-statement.ts";
 import { REPORTED_SQL, StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
-import { firstAndRest, REPORT_BATCH_ROWS, type UsageRest } from "./usage-batches.ts";
+import { firstAndRest, REPORT_BATCH_ROWS, type UsageRest, type UsageRows } from "./usage-batches.ts";
 
 /**
  * How long a report's reader may take nothing (no batch asked for, no byte taken by its client's
@@ -154,6 +155,13 @@ export class UsageReports {
     // The cursor's rows are the statement's lines (its bigints come as numbers: postgres-client.ts).
     const rows = (this.statement(q.asker, creditsSql(q), values, false, opening).then(allRows) as Promise<unknown> as Promise<CreditsRow[]>).then((r) => r.map(creditsLine));
     return rejectOnAbort(rows, opening.signal);
+  }
+
+  /** A request's ledger rows, or a key's requests (request-rows.ts), read through a cursor as a report's. */
+  requests(q: RequestsQuery): Promise<UsageRows<RequestRow>> {
+    const opening = openReport(q.signal, this.closing.signal);
+    const rest = this.statement(q.asker, requestsPgSql(q), requestsPgValues(q), false, opening) as Promise<unknown> as Promise<UsageRest<RequestRow>>;
+    return rest.then(firstAndRest);
   }
 
   /** A report's statement (`sql`, its `values`) read through a cursor in its asker's line; `day`: its groups are day numbers. */

@@ -13,7 +13,6 @@ import { settleAfresh, settleOn } from "./postgres-settle.ts";
 import { ADOPT_HOLDS, READY, StaleOwners, SWEEP_GRACE_MS } from "./postgres-sweep.ts";
 import { UsageIndexBuild } from "./postgres-usage-index.ts";
 import { AUDIT, IN_RECOVERY, READ_ONLY, REFUSAL, RESERVE } from "./postgres-sql.ts";
-import type { CreditsLine, CreditsQuery } from "./credits-statement.ts";
 import {
   asStoreError, NewerSchemaError, SchemaOwnerNeededError, SessionSettingsError, StoreUnavailableError, type AuditRow, type BootstrapResult, type CreationIdempotency, type KeyChanges, type KeyCreationResult,
   type KeyDetails, type KeyRecord, type KeyUpdateResult, type NewKey, type ReserveInput, type ReserveResult, type SettleInput, type Store, type TopUpInput, type TopUpResult, type UsageGroup, type UsageQuery } from "./store.ts";
@@ -365,10 +364,9 @@ export class PostgresStore implements Store {
     return this.read(() => this.reports.run(q));
   }
 
-  /** As usage(): a report's turn, bound and cancellation (postgres-reports.ts). */
-  credits(q: CreditsQuery): Promise<CreditsLine[]> {
-    return this.read(() => this.reports.credits(q));
-  }
+  /** As usage(): a report's turn, bound and cancellation (postgres-reports.ts); a request's or a key's ledger rows too (request-rows.ts). */
+  readonly credits: Store["credits"] = (q) => this.read(() => this.reports.credits(q));
+  readonly requests: Store["requests"] = (q) => this.read(() => this.reports.requests(q));
 
   /** Every reservation is a row here, whichever replica made it: `reservedSum` is their sum. */
   audit(): Promise<AuditRow[]> {

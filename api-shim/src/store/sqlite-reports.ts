@@ -5,10 +5,12 @@ import { isCorrupt } from "./sqlite-failures.ts";
 import type { ReportAnswer, ReportAsk } from "./sqlite-report-worker.ts";
 import type { ReportQuery } from "./sqlite-usage-report.ts";
 import type { CreditsAsk } from "./sqlite-credits-statement.ts";
+import type { RequestsAsk } from "./sqlite-request-rows.ts";
+import type { RequestRow, RequestsQuery } from "./request-rows.ts";
 import type { CreditsLine, CreditsQuery } from "./credits-statement.ts";
 import { asStoreError, StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
 import { KeyedTurns, Turns } from "./turns.ts";
-import { firstAndRest, type UsageRest } from "./usage-batches.ts";
+import { firstAndRest, type UsageRest, type UsageRows } from "./usage-batches.ts";
 
 /**
  * Each asking key's reports wait in a line of their own (the operator's, of one key or all, in
@@ -18,8 +20,8 @@ import { firstAndRest, type UsageRest } from "./usage-batches.ts";
  * the askers' own rate).
  */
 const WAITING_PER_KEY = 8;
-/** What the worker is asked to run: a usage report, or a credits statement. */
-type ReportWork = { query: ReportQuery } | { credits: CreditsAsk };
+/** What the worker is asked to run: a usage report, a credits statement, or a request's or key's ledger rows. */
+type ReportWork = { query: ReportQuery } | { credits: CreditsAsk } | { requests: RequestsAsk };
 const WAITING_KEYS = 64;
 const WORKER = new URL("./sqlite-report-worker.ts", import.meta.url);
 /**
@@ -132,6 +134,15 @@ export class SqliteReports {
     const { signal: wanted, asker, ...credits } = q;
     // The worker's rows cross as they are: a statement's lines, not usage groups.
     return this.read(asker, wanted, { credits }, beforeRun).then(allRows) as Promise<unknown> as Promise<CreditsLine[]>;
+  }
+
+  /**
+   * A request's ledger rows, or a key's requests in a period (sqlite-request-rows.ts), as a
+   * report's batches: in its asker's line and the reports' turn, a page per batch.
+   */
+  requests(q: RequestsQuery, beforeRun: () => Promise<void>): Promise<UsageRows<RequestRow>> {
+    const { signal: wanted, asker, ...requests } = q;
+    return (this.read(asker, wanted, { requests }, beforeRun) as Promise<unknown> as Promise<UsageRest<RequestRow>>).then(firstAndRest);
   }
 
   /** `asking` run on the worker in `asker`'s line, then the shared turn, as batches() says. */

@@ -15,6 +15,7 @@ import { prepareStatements, toKey } from "./sqlite-statements.ts";
 import { usageReport } from "./sqlite-usage-report.ts";
 import { creditsStatement } from "./sqlite-credits-statement.ts";
 import type { CreditsLine, CreditsQuery } from "./credits-statement.ts";
+import { allRequestRows } from "./sqlite-request-rows.ts";
 import { WalClosedError, WalSync } from "./sqlite-wal-sync.ts";
 import { retryWhileBusy, WriteLockQueue } from "./sqlite-write-lock.ts";
 import {
@@ -349,6 +350,9 @@ export class SqliteStore implements Store {
     if (this.reports === undefined) return this.now(() => creditsStatement(this.db, q));
     return this.reports.credits(q, () => this.now(() => {}));
   }
+
+  /** As usage(): after the open batch commits, on the report worker for a file, a page per batch (sqlite-request-rows.ts). */
+  readonly requests: Store["requests"] = (q) => (this.reports === undefined ? this.now(() => allRequestRows(this.db, q)) : this.reports.requests(q, () => this.now(() => {})));
 
   /** After the open batch commits, on the report worker (sqlite-backup.ts); an in-memory database has no file to copy. */
   backup(signal: AbortSignal): Promise<BackupFile> {

@@ -10,6 +10,8 @@ import type { KeyChanges, KeyUpdateResult } from "./key-updates.ts";
 import type { BackupFile } from "./sqlite-backup.ts";
 import type { CreditsLine, CreditsQuery } from "./credits-statement.ts";
 import type { TopUpInput, TopUpResult } from "./top-ups.ts";
+import type { RequestRow, RequestsQuery } from "./request-rows.ts";
+import type { UsageRows } from "./usage-batches.ts";
 export type { KeyChanges, KeyUpdateResult } from "./key-updates.ts";
 
 export interface KeyRecord {
@@ -289,6 +291,12 @@ export interface Store {
   usage(query: UsageQuery): Promise<UsageGroup[]>;
   /** Per key over a period: its balance at each end, and what was granted and spent between (credits-statement.ts). */
   credits(query: CreditsQuery): Promise<CreditsLine[]>;
+  /**
+   * A request id's ledger rows, or a key's requests in a period one row each, oldest first
+   * (request-rows.ts): as a report (its turn, bound and end when its asker leaves), the first
+   * batch and the rest to read (UsageRows), so a busy key's month is never held whole.
+   */
+  requests(query: RequestsQuery): Promise<UsageRows<RequestRow>>;
   /** Per-key balance, ledger sum and open reservations: the money invariants, for checks. */
   audit(): Promise<AuditRow[]>;
   /** The ledger as one SQLite file (the SQLite store's, sqlite-backup.ts); none: a database backed up with its own tools (Postgres). */

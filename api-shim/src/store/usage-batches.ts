@@ -17,7 +17,7 @@ export const REPORT_BATCH_ROWS = 10_000;
  * reader has taken nothing for `idleMs`: a client that keeps its connection open and reads
  * nothing must not hold the report's turn, and every report behind it, for as long as it stays.
  */
-export interface UsageRest extends AsyncIterable<UsageGroup[]> {
+export interface UsageRest<T = UsageGroup> extends AsyncIterable<T[]> {
   /** How long its reader may take nothing before the report is given up. */
   readonly idleMs: number;
   /**
@@ -34,15 +34,15 @@ export interface UsageRest extends AsyncIterable<UsageGroup[]> {
  * follow (the caller reads it to the end, or gives up with return() as `for await` does: that
  * ends the report's turn). A store may answer with every row at once (SQLite in memory).
  */
-export type UsageRows = UsageGroup[] & { rest?: UsageRest };
+export type UsageRows<T = UsageGroup> = T[] & { rest?: UsageRest<T> };
 
 /** Every batch of a report (usageBatches), for its body. */
-export interface UsageBatches extends AsyncIterableIterator<UsageGroup[]> {
+export interface UsageBatches<T = UsageGroup> extends AsyncIterableIterator<T[]> {
   /** The rest's bound (UsageRest.idleMs); none when every row came at once, nothing held for the reader. */
   readonly idleMs?: number;
   /** Passed on to the rest (UsageRest.touch). */
   touch(): void;
-  return(): Promise<IteratorResult<UsageGroup[]>>;
+  return(): Promise<IteratorResult<T[]>>;
 }
 
 /**
@@ -51,10 +51,10 @@ export interface UsageBatches extends AsyncIterableIterator<UsageGroup[]> {
  * generator's `finally` would not run then): the rest holds the report's turn, which every other
  * report waits for.
  */
-export function usageBatches(rows: UsageRows): UsageBatches {
+export function usageBatches<T>(rows: UsageRows<T>): UsageBatches<T> {
   const rest = rows.rest?.[Symbol.asyncIterator]();
   let first = true;
-  const batches: UsageBatches = {
+  const batches: UsageBatches<T> = {
     idleMs: rows.rest?.idleMs,
     touch: () => rows.rest?.touch(),
     next: async () => {
@@ -73,10 +73,10 @@ export function usageBatches(rows: UsageRows): UsageBatches {
 }
 
 /** A store's batches as usage() answers them (UsageRows): the first, and the rest to read. */
-export async function firstAndRest(batches: UsageRest): Promise<UsageRows> {
+export async function firstAndRest<T>(batches: UsageRest<T>): Promise<UsageRows<T>> {
   const iterator = batches[Symbol.asyncIterator]();
   const first = await iterator.next();
   if (first.done) return [];
-  const rest: UsageRest = { [Symbol.asyncIterator]: () => iterator, idleMs: batches.idleMs, touch: () => batches.touch() };
+  const rest: UsageRest<T> = { [Symbol.asyncIterator]: () => iterator, idleMs: batches.idleMs, touch: () => batches.touch() };
   return Object.assign(first.value, { rest });
 }

@@ -1,0 +1,139 @@
+// report-usage --request and --itemise: a request's ledger row by the id its client saw, and a
+// key's requests one row each (the shim's GET /admin/requests, routes/requests.ts).
+import { UsageError } from "./cli.ts";
+
+/** A request's ledger row as the API shows it (null: not recorded when the row was written). */
+export interface RequestRowJson {
+  readonly request_id: string;
+  readonly key_id: string;
+  readonly at: string;
+  readonly route: string;
+  readonly model: string;
+  readonly status: number;
+  readonly stream: boolean | null;
+  readonly batch: boolean | null;
+  readonly served: boolean | null;
+  readonly reported: boolean;
+  readonly prompt_tokens: number;
+  readonly cached_tokens: number | null;
+  readonly completion_tokens: number;
+  readonly total_tokens: number;
+  readonly cost: number;
+  readonly price_id: string | null;
+  readonly ms: number | null;
+}
+
+export interface RequestList { readonly object: "list"; readonly data: RequestRowJson[] }
+
+export interface RequestsQuery { readonly key: string; readonly from?: string; readonly to?: string; readonly format: "json" | "csv" }
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
+const isRow = (v: unknown): v is RequestRowJson => isObject(v) && typeof v.request_id === "string" && typeof v.status === "number" && typeof v.cost === "number";
+
+/** The shape of GET /admin/requests/{id}'s answer, as the admin client checks it. */
+export const REQUEST_LIST = {
+  what: 'a "list" of ledger rows',
+  is: (v: unknown): v is RequestList => isObject(v) && v.object === "list" && Array.isArray(v.data) && v.data.every(isRow),
+};
+
+/**
+ * What a row means for the ticket "I was charged for request X that failed" (docs/troubleshooting.md,
+ * "A tenant's ticket in detail", says the same): charged or not, and why.
+ */
+export function whatItMeans(r: RequestRowJson): string {
+  const charged = r.cost > 0 ? `Charged ${r.cost} credits` : "Not charged";
+  const counted = r.reported ? "counted in the usage reports" : "not counted in the usage reports (nothing served, nothing charged)";
+  let why: string;
+  if (r.status === 499) {
+    why = r.stream === false
+      ? "the client (or a proxy between) closed the connection before the answer came; a request not streamed is generated to its end and charged whole, since the model did the work (a client timeout shorter than its generations, and its SDK's retries, pay several times)"
+      : "the client (or a proxy between) closed the stream; it is charged what was generated before (its prompt estimated when the model's count never came)";
+  } else if (r.status < 400) {
+    why = r.cost > 0 ? "answered (a stream broken off after content by a failure also has status 200, and is charged what was delivered: the shim's log line has its error)" : "answered, at a price of 0";
+  } else if (r.cost > 0) {
+    why = `it failed (status ${r.status}) after the model had done work, which is charged`;
+  } else {
+    why = r.served === true ? `it failed (status ${r.status}); nothing was charged` : `the model served nothing (status ${r.status}: it refused or failed before any content, or the request never reached it), so nothing was charged`;
+  }
+  return `${charged}: ${why}; ${counted}.`;
+}
+
+/** A row as --request prints it: its fields, one a line, then what it means. */
+export function formatRequestRow(r: RequestRowJson, keyName: string | undefined): string {
+  const unknown = "unknown (not recorded before 2026-12-07)";
+  const fields: [string, string | number][] = [
+    ["request id", r.request_id], ["key", `${r.key_id}${keyName === undefined ? "" : ` (${keyName})`}`], ["at", r.at], ["route", r.route], ["model", r.model],
+    ["status", r.status], ["stream", r.stream === null ? "unknown" : String(r.stream)], ["batch", r.batch === null ? unknown : String(r.batch)],
+    ["prompt tokens", r.prompt_tokens], ["cached tokens", r.cached_tokens ?? unknown], ["completion tokens", r.completion_tokens],
+    ["cost", `${r.cost} credits`], ["price", r.price_id ?? unknown], ["took", r.ms === null ? "unknown" : `${r.ms} ms`],
+  ];
+  const width = Math.max(...fields.map(([name]) => name.length));
+  return `${fields.map(([name, value]) => `${`${name}:`.padEnd(width + 2)}${value}`).join("\n")}\n\n${whatItMeans(r)}`;
+}
+
+/** Where the script's output goes (its ScriptDeps' io). */
+interface Out { out(line: string): void; err(line: string): void; write(text: string): void }
+
+const OLDER = (what: string) => `This tenant's shim is older than ${what} (2026-12-07): upgrade it (pulumi up with this checkout), or look the request up in a copy of its ledger (backup-ledger and sqlite3: docs/troubleshooting.md, "A tenant's ticket in detail").`;
+
+/**
+ * --request: the request's rows (`keys`: only those of these keys, --key's), printed with what they
+ * mean (table) or as the API's answer (json). None: an error naming the id, and why a request has
+ * no row. Returns the exit code.
+ */
+export async function lookUpRequest(client: { request(id: string): Promise<RequestList> }, id: string, keys: ReadonlyMap<string, string>, only: readonly string[] | undefined, json: boolean, io: Out): Promise<number> {
+  let list: RequestList;
+  try {
+    list = await client.request(id);
+  } catch (err) {
+    const e = err as { status?: number; code?: string; param?: string; apiMessage?: string };
+    if (e.status !== 404 || e.code !== "not_found") throw err;
+    if (e.param !== "request_id") throw new NotFound(OLDER("GET /admin/requests"));
+    throw new NotFound(`No request ${id} in the ledger. ${e.apiMessage ?? ""}`.trim());
+  }
+  const rows = only === undefined ? list.data : list.data.filter((r) => only.includes(r.key_id));
+  if (rows.length === 0) throw new NotFound(`Request ${id} is in the ledger, but not as a request of --key ${only!.join(", ")}: its key is ${list.data.map((r) => r.key_id).join(", ")}.`);
+  if (json) io.out(JSON.stringify({ ...list, data: rows.map((r) => ({ ...r, key_name: keys.get(r.key_id) ?? "" })) }, null, 2));
+  else io.out(rows.map((r) => formatRequestRow(r, keys.get(r.key_id))).join("\n\n"));
+  return 0;
+}
+
+/** A request not found, or a shim without the route: said as a key not found is (exit code 1, the message alone). */
+export class NotFound extends UsageError {}
+
+/**
+ * --itemise: each key's requests in the period, one row each, oldest first, written as the shim
+ * sends them (never held whole: a busy key's month is millions of rows). CSV: the first key's
+ * header, then every key's rows; JSON: an array of each key's answer.
+ */
+export async function itemise(client: { requests(q: RequestsQuery): Promise<Response> }, keyIds: readonly string[], period: { from?: string; to?: string }, format: "json" | "csv", io: Out): Promise<number> {
+  if (format === "json") io.write("[");
+  for (const [i, key] of keyIds.entries()) {
+    let res: Response;
+    try {
+      res = await client.requests({ key, ...period, format });
+    } catch (err) {
+      const e = err as { status?: number; code?: string; param?: string };
+      if (e.status === 404 && e.code === "not_found" && e.param !== "key") throw new NotFound(OLDER("GET /admin/requests (--itemise)"));
+      throw err;
+    }
+    if (format === "json" && i > 0) io.write(",");
+    // After the first key's CSV, the others' header lines are left out.
+    let header = format === "csv" && i > 0;
+    const decoder = new TextDecoder();
+    for await (const chunk of res.body ?? []) {
+      let text = decoder.decode(chunk as Uint8Array, { stream: true });
+      if (header) {
+        const end = text.indexOf("\r\n");
+        if (end < 0) continue; // the header goes on in the next chunk
+        text = text.slice(end + 2);
+        header = false;
+      }
+      if (text !== "") io.write(text);
+    }
+    const rest = decoder.decode();
+    if (rest !== "") io.write(rest);
+  }
+  if (format === "json") io.write("]\n");
+  return 0;
+}

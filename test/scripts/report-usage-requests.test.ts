@@ -1,0 +1,158 @@
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { APIError } from "openai";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { memoryIo } from "../../scripts/lib/cli.ts";
+import { main } from "../../scripts/report-usage.ts";
+import { LISTED_KEY } from "../support/older-shim.ts";
+import { startShim, type Harness } from "../support/shim-harness.ts";
+import { tempDir } from "../support/tools.ts";
+import { FakePulumi } from "./fake-pulumi.ts";
+
+/**
+ * report-usage --request <id> (a request's ledger row and what it means: charged or not, why) and
+ * --key … --itemise (a key's requests one row each, the shim's CSV or JSON), against a real shim:
+ * an answered request and one the model failed, sent with the openai SDK.
+ */
+let h: Harness;
+let team: { id: string; key: string };
+let okId: string;
+let failedId: string;
+let okCost: number;
+
+beforeAll(async () => {
+  h = await startShim();
+  team = await h.createKey({ name: "team-a", credits: 100 });
+  await h.createKey({ name: "team-b", credits: 100 });
+  const client = h.client(team.key);
+  const ask = { model: "qwen2.5-7b", messages: [{ role: "user" as const, content: "hello" }], max_tokens: 5 };
+  const answered = await client.chat.completions.create(ask).withResponse();
+  okId = answered.response.headers.get("x-request-id")!;
+  okCost = Number(answered.response.headers.get("x-credits-charged"));
+  h.fake.set({ failStatus: 500 });
+  failedId = ((await client.chat.completions.create(ask).catch((e: unknown) => e)) as APIError).requestID!;
+  h.fake.set({ failStatus: null });
+  await h.waitForRequestLog((l) => l.reqId === failedId);
+});
+afterAll(() => h.close());
+
+async function run(argv: string[], url = h.url, token = h.adminToken) {
+  const io = memoryIo();
+  const code = await main(["--url", url, ...argv], { io, env: { GPU_SANDBOX_ADMIN_TOKEN: token }, pulumi: new FakePulumi(), root: tempDir() });
+  // `raw`: what was written as written (--itemise writes the shim's body in the pieces it came in).
+  return { code, out: io.stdout.join("\n"), raw: io.stdout.join(""), err: io.stderr.join("\n") };
+}
+
+describe("report-usage --request", () => {
+  it("prints an answered request's row, its charge and what it means", async () => {
+    const r = await run(["--request", okId]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toContain(`request id:`);
+    expect(r.out).toContain(okId);
+    expect(r.out).toContain(`${team.id} (team-a)`);
+    expect(r.out).toMatch(/status: +200/);
+    expect(r.out).toMatch(new RegExp(`cost: +${okCost} credits`));
+    expect(r.out).toContain(`Charged ${okCost} credits: answered`);
+    expect(r.out).toContain("counted in the usage reports.");
+  });
+
+  it("a request the model failed: not charged, and why; not counted", async () => {
+    const r = await run(["--request", failedId]);
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/status: +502/);
+    expect(r.out).toContain("Not charged: the model served nothing (status 502");
+    expect(r.out).toContain("not counted in the usage reports");
+  });
+
+  it("--format json: the API's rows, with the key's name", async () => {
+    const r = await run(["--request", okId, "--format", "json"]);
+    expect(r.code, r.err).toBe(0);
+    const json = JSON.parse(r.out) as { data: Record<string, unknown>[] };
+    expect(json.data).toHaveLength(1);
+    expect(json.data[0]).toMatchObject({ request_id: okId, key_id: team.id, key_name: "team-a", status: 200, cost: okCost, reported: true });
+  });
+
+  it("an id not in the ledger, or of another key: exit 1, said so", async () => {
+    const none = await run(["--request", "0123456789abcdef0123456789abcdef"]);
+    expect(none.code).toBe(1);
+    expect(none.err).toContain("No request 0123456789abcdef0123456789abcdef in the ledger.");
+    expect(none.err).toContain("forwarded to the model");
+    const other = await run(["--request", okId, "--key", "team-b"]);
+    expect(other.code).toBe(1);
+    expect(other.err).toContain(`its key is ${team.id}`);
+    expect((await run(["--request", okId, "--key", "team-a"])).code).toBe(0);
+  });
+
+  it("refuses the report's flags with it, before any request", async () => {
+    for (const [argv, said] of [[["--from", "2026-11-01"], "--from is not for --request"], [["--group", "day"], "--group is for the usage report"], [["--itemise"], "give one of them"], [["--format", "csv"], "--format"]] as const) {
+      const r = await run(["--request", okId, ...argv], "http://127.0.0.1:9");
+      expect(r.code).toBe(1);
+      expect(r.err).toContain(said);
+    }
+  });
+});
+
+describe("report-usage --itemise", () => {
+  it("CSV (default): the key's requests one row each, oldest first, with what each was charged", async () => {
+    const r = await run(["--key", "team-a", "--itemise"]);
+    expect(r.code, r.err).toBe(0);
+    const lines = r.raw.split("\r\n");
+    expect(lines[0]).toMatch(/^request_id,key_id,at,route,model,status,/);
+    expect(lines.slice(1, -1).map((l) => l.split(",")).map((c) => [c[0], c[5], c[9], Number(c[14])])).toEqual([[okId, "200", "true", okCost], [failedId, "502", "false", 0]]);
+    expect(lines.at(-1)).toBe("");
+    expect(r.err).toContain(`requests of team-a (1 key: ${team.id})`);
+  });
+
+  it("JSON: an array of the key's list; another period has none", async () => {
+    const r = await run(["--key", team.id, "--itemise", "--format", "json"]);
+    expect(r.code, r.err).toBe(0);
+    const lists = JSON.parse(r.raw) as { object: string; key_id: string; data: { request_id: string }[] }[];
+    expect(lists.map((l) => [l.object, l.key_id])).toEqual([["request_list", team.id]]);
+    expect(lists[0]!.data.map((d) => d.request_id)).toEqual([okId, failedId]);
+    const none = JSON.parse((await run(["--key", team.id, "--itemise", "--format", "json", "--from", "2020-01-01", "--to", "2020-01-31"])).raw) as { data: unknown[] }[];
+    expect(none[0]!.data).toEqual([]);
+  });
+
+  it("a name two keys have had (revoked, made again): one CSV header, then each key's rows", async () => {
+    const ask = { model: "qwen2.5-7b", messages: [{ role: "user" as const, content: "hi" }], max_tokens: 2 };
+    const old = await h.createKey({ name: "team-c", credits: 10 });
+    const oldId = (await h.client(old.key).chat.completions.create(ask).withResponse()).response.headers.get("x-request-id")!;
+    expect((await h.admin(`/admin/keys/${old.id}`, { method: "DELETE" })).status).toBe(200);
+    const now = await h.createKey({ name: "team-c", credits: 10 });
+    const newId = (await h.client(now.key).chat.completions.create(ask).withResponse()).response.headers.get("x-request-id")!;
+    await h.waitForRequestLog((l) => l.reqId === newId);
+    const r = await run(["--key", "team-c", "--itemise"]);
+    expect(r.code, r.err).toBe(0);
+    const lines = r.raw.split("\r\n");
+    expect(lines.filter((l) => l.startsWith("request_id,"))).toHaveLength(1);
+    expect(lines.slice(1, -1).map((l) => l.split(",")[0]).sort()).toEqual([oldId, newId].sort());
+  });
+
+  it("needs --key, and takes no --group or table", async () => {
+    expect((await run(["--itemise"], "http://127.0.0.1:9")).err).toContain("give --key");
+    expect((await run(["--itemise", "--key", "x", "--format", "table"], "http://127.0.0.1:9")).err).toContain("--format");
+    expect((await run(["--itemise", "--key", "x", "--group", "day"], "http://127.0.0.1:9")).err).toContain("--group is for the usage report");
+  });
+});
+
+describe("a shim older than GET /admin/requests", () => {
+  it("says so, and where else the row is", async () => {
+    const server = createServer((req, res) => {
+      req.resume();
+      if (req.url === "/admin/keys") return void res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ object: "list", data: [LISTED_KEY] }));
+      res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ error: { message: "Not found.", type: "invalid_request_error", param: null, code: "not_found" } }));
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      for (const argv of [["--request", "abc"], ["--key", LISTED_KEY.id, "--itemise"]]) {
+        const r = await run(argv, url, "token");
+        expect(r.code).toBe(1);
+        expect(r.err).toContain("older than GET /admin/requests");
+        expect(r.err).toContain("backup-ledger");
+      }
+    } finally {
+      server.close();
+    }
+  });
+});
