@@ -98,8 +98,12 @@ export async function lookUpRequest(client: { request(id: string): Promise<Reque
   return 0;
 }
 
-/** A request not found, or a shim without the route: said as a key not found is (exit code 1, the message alone). */
-export class NotFound extends UsageError {}
+/** A request not found, or a shim without the route: said as a key not found is (exit code 4, refused: the message alone). */
+export class NotFound extends UsageError {
+  constructor(message: string) {
+    super(message, { exit: "refused" });
+  }
+}
 
 /**
  * --itemise: each key's requests in the period, one row each, oldest first, written as the shim

@@ -72,13 +72,13 @@ describe("report-usage --request", () => {
     expect(json.data[0]).toMatchObject({ request_id: okId, key_id: team.id, key_name: "team-a", status: 200, cost: okCost, reported: true });
   });
 
-  it("an id not in the ledger, or of another key: exit 1, said so", async () => {
+  it("an id not in the ledger, or of another key: exit 4 (refused), said so", async () => {
     const none = await run(["--request", "0123456789abcdef0123456789abcdef"]);
-    expect(none.code).toBe(1);
+    expect(none.code).toBe(4);
     expect(none.err).toContain("No request 0123456789abcdef0123456789abcdef in the ledger.");
     expect(none.err).toContain("forwarded to the model");
     const other = await run(["--request", okId, "--key", "team-b"]);
-    expect(other.code).toBe(1);
+    expect(other.code).toBe(4);
     expect(other.err).toContain(`its key is ${team.id}`);
     expect((await run(["--request", okId, "--key", "team-a"])).code).toBe(0);
   });
@@ -86,7 +86,7 @@ describe("report-usage --request", () => {
   it("refuses the report's flags with it, before any request", async () => {
     for (const [argv, said] of [[["--from", "2026-11-01"], "--from is not for --request"], [["--group", "day"], "--group is for the usage report"], [["--itemise"], "give one of them"], [["--format", "csv"], "--format"]] as const) {
       const r = await run(["--request", okId, ...argv], "http://127.0.0.1:9");
-      expect(r.code).toBe(1);
+      expect(r.code).toBe(2);
       expect(r.err).toContain(said);
     }
   });
@@ -147,7 +147,7 @@ describe("a shim older than GET /admin/requests", () => {
     try {
       for (const argv of [["--request", "abc"], ["--key", LISTED_KEY.id, "--itemise"]]) {
         const r = await run(argv, url, "token");
-        expect(r.code).toBe(1);
+        expect(r.code).toBe(4);
         expect(r.err).toContain("older than GET /admin/requests");
         expect(r.err).toContain("backup-ledger");
       }
