@@ -28,6 +28,7 @@ import { RateLimiter } from "./limits/rate-limit.ts";
 import { adminRoutes } from "./routes/admin.ts";
 import { backupRoutes } from "./routes/backup.ts";
 import { creditsRoutes } from "./routes/credits.ts";
+import { keyEventRoutes } from "./routes/key-events.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { inferenceRoutes } from "./routes/inference.ts";
 import { metricsRoutes } from "./routes/metrics.ts";
@@ -249,6 +250,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   inferenceRoutes(app, ctx);
   usageRoutes(app, ctx);
   adminRoutes(app, ctx);
+  keyEventRoutes(app, ctx);
   creditsRoutes(app, ctx);
   backupRoutes(app, ctx);
   return app;
