@@ -28,7 +28,7 @@ const chat = { model: "qwen2.5-7b", messages: [{ role: "user" as const, content:
 
 interface Change { field: string; from?: unknown; to?: unknown }
 interface Event { object: string; event: string; at: string; request_id: string | null; changes: Change[] }
-interface Events { object: string; key_id: string; data: Event[] }
+interface Events { object: string; key_id: string; complete: boolean; data: Event[] }
 
 async function events(h: Harness, id: string): Promise<Events> {
   const res = await h.admin(`/admin/keys/${id}/events`);
@@ -57,7 +57,7 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
     h.secrets.add(made.key);
     const id = made.id;
     expect((await events(h, id))).toEqual({
-      object: "list", key_id: id,
+      object: "list", key_id: id, complete: true,
       data: [{ object: "key_event", event: "created", at: "2026-12-07T14:00:00.000Z", request_id: createRes.headers.get("x-request-id"), changes: [
         { field: "tier", to: "big" }, { field: "models", to: ["qwen2.5-7b"] }, { field: "expires_at", to: expires }] }],
     });
@@ -128,10 +128,10 @@ describe("a key's history (GET /admin/keys/{id}/events)", () => {
     let upgraded: SqliteStore | undefined;
     const h = await startShim({ file: FILE, wrapStore: () => (upgraded = new SqliteStore(file)) });
     try {
-      expect((await events(h, before.id)).data).toEqual([]);
+      expect(await events(h, before.id)).toEqual({ object: "list", key_id: before.id, complete: false, data: [] });
       expect((await h.client(before.key).chat.completions.create(chat)).choices.length).toBe(1);
       const rid = await patch(h, before.id, { tier: "small" });
-      expect((await events(h, before.id)).data).toMatchObject([{ event: "updated", request_id: rid, changes: [{ field: "tier", from: "big", to: "small" }] }]);
+      expect(await events(h, before.id)).toMatchObject({ complete: false, data: [{ event: "updated", request_id: rid, changes: [{ field: "tier", from: "big", to: "small" }] }] });
     } finally {
       await h.close();
       await upgraded?.close();

@@ -20,7 +20,9 @@ export function keyEventRoutes(app: FastifyInstance, ctx: ShimContext): void {
     if (!isKeyId(request.params.id)) throw keyNotFound();
     const events = await ctx.store.keyEvents(request.params.id);
     if (events === undefined) throw keyNotFound();
-    return reply.send({ object: "list", key_id: request.params.id, data: events.map(showEvent) });
+    // `complete`: the history starts with the key's creation. False for a key made before the
+    // upgrade that added histories: what changed before it is not known, and is not made up.
+    return reply.send({ object: "list", key_id: request.params.id, complete: events[0]?.event === "created", data: events.map(showEvent) });
   });
 }
 
