@@ -102,12 +102,19 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
     const stack = await events(h, configured.id);
     expect(stack.data).toMatchObject([{ event: "created", request_id: null, changes: [{ field: "tier", to: "small" }, { field: "models", to: null }, { field: "expires_at", to: null }] }]);
 
+    // Taken out of the stack: the next start revokes it, no request either.
+    clock.advance(1000);
+    expect(await (wrapStore ? wrapStore() : h.store).revokeRemovedBootstrapKeys([], clock.now())).toEqual([configured.id]);
+    expect((await events(h, configured.id)).data.slice(1)).toEqual([{ object: "key_event", event: "revoked", at: "2026-12-07T14:02:07.000Z", request_id: null, changes: [] }]);
+
     // An unknown key, a malformed id: 404 in the shim's error shape; without the admin token: 401.
     for (const bad of ["abcdefghijkl", "not-a-key"]) {
       const res = await h.admin(`/admin/keys/${bad}/events`);
       expect([res.status, await res.json()]).toEqual([404, { error: expect.objectContaining({ code: "not_found", param: "id", message: "No such key.", type: "invalid_request_error" }) }]);
     }
     expect((await fetch(`${h.url}/admin/keys/${id}/events`)).status).toBe(401);
+    const query = await h.admin(`/admin/keys/${id}/events?limit=5`);
+    expect([query.status, ((await query.json()) as { error: { param: string } }).error.param]).toEqual([400, "limit"]);
   } finally {
     await h.close();
   }
