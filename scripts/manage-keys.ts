@@ -1,4 +1,4 @@
-// npm run manage-keys -- <create|list|revoke|rotate|top-up|update|write-off> (--stack <name> | --url <base>) [...]
+// npm run manage-keys -- <create|list|history|revoke|rotate|top-up|update|write-off> (--stack <name> | --url <base>) [...]
 // API keys of one tenant, through its admin API (/admin/keys). The admin token comes from the
 // stack's outputs or from an environment variable, never from a flag.
 import { randomUUID } from "node:crypto";
@@ -15,7 +15,8 @@ import { newKeyName, renamedLine, renameUnsupported } from "./lib/rename-key.ts"
 import { commaList, EXIT_CODES_USAGE, instantFlag, type Io, npmDashHint, parseFlags, required, runScript, shellWord, UsageError } from "./lib/cli.ts";
 import { closestName } from "./lib/closest-name.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
-import { formatTable } from "./lib/table.ts";
+import { formatKeys, shownTime } from "./lib/key-list.ts";
+import { keyHistory } from "./lib/key-history.ts";
 import { REJECTED_TOKEN_FLAGS, resolveAdminTarget, TARGET_OPTIONS, TARGET_USAGE } from "./lib/tenant-target.ts";
 
 const USAGE = `Usage: npm run manage-keys -- <command> (--stack <name> | --url <base URL>) [options]
@@ -37,8 +38,11 @@ Commands:
            --handout <file>, default ./<stack>-keys-<UTC time>.csv (with --url, the host's
            name), never overwritten; relative paths start at the repository's root, where npm
            runs the script. Progress on stderr; Ctrl-C stops once the key being made is saved
-  list     every key: balance, held, requests in flight, remaining, tier, status, source
+  list     every key: balance, held, requests in flight, remaining, tier, when it was created,
+           expires and was revoked, status, source
            (config: from the stack's gpu-sandbox:keys, changed there, not with update or rotate)
+  history  --key <id|name>             when the key was created, rotated, updated (what changed,
+           from what to what) and revoked, and by which admin request (its x-request-id)
   revoke   --key <id|name>             the key stops working at once (401); one already revoked: exit 0, saying when
   rotate   --key <id|name>             a new secret for a leaked key, printed once; the old one gets 401 from the
            next request on; the same id, balance, usage, tier, models and expiry (a stack key: pulumi up --replace)
@@ -68,6 +72,7 @@ Examples:
   npm run manage-keys -- create --stack acme --name team-07 --credits 500 --tier developer
   npm run manage-keys -- create --stack acme --from roster.csv --credits 50 --tier developer --expires-at 2027-03-15T18:00:00Z
   npm run manage-keys -- list --stack acme
+  npm run manage-keys -- history --stack acme --key team-07
   npm run manage-keys -- top-up --stack acme --key team-07 --amount 250 --note "invoice 1042"
   npm run manage-keys -- write-off --stack acme --key team-07 --amount 40 --note "refund, credit note CN-7"
   npm run manage-keys -- update --stack acme --key team-07 --tier pro --all-models
@@ -92,7 +97,7 @@ const OPTIONS = {
   handout: { type: "string" },
 } as const;
 
-const COMMANDS = ["create", "list", "revoke", "rotate", "top-up", "update", "write-off"] as const;
+const COMMANDS = ["create", "list", "history", "revoke", "rotate", "top-up", "update", "write-off"] as const;
 /** Flags every command takes: the target's, --json and --help. */
 const COMMON_FLAGS = new Set(["help", "json", ...Object.keys(TARGET_OPTIONS)]);
 type Command = (typeof COMMANDS)[number];
@@ -128,6 +133,7 @@ function lastRevokedByName(keys: readonly ApiKey[], given: string): ApiKey | und
 const COMMAND_FLAGS: Record<Command, readonly string[]> = {
   create: ["name", "from", "handout", "credits", "tier", "models", "expires-at", "idempotency-key"],
   list: [],
+  history: ["key"],
   revoke: ["key"],
   rotate: ["key"],
   "top-up": ["key", "amount", "note", "idempotency-key"],
@@ -151,9 +157,6 @@ function modelsFlag(value: string | undefined, every: string): string[] | undefi
 function expiresAtFlag(value: string | undefined): void {
   instantFlag("expires-at", value, "an ISO timestamp with its zone, e.g. 2026-12-31T23:59:59Z, or a date (00:00 UTC that day)");
 }
-
-/** A time the admin API gives (`2030-01-01T00:00:00.000Z`) as every command shows it, to the second: `2030-01-01T00:00:00Z`. */
-const shownTime = (iso: string): string => iso.replace(/\.\d+Z$/, "Z");
 
 /** Only one of two flags that say opposite things (--models and --all-models). */
 function oneOf(flags: Flags, a: keyof Flags, b: keyof Flags): void {
@@ -213,6 +216,11 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
       const keys = await client.listKeys();
       io.out(flags.json ? JSON.stringify(keys, null, 2) : formatKeys(keys));
       return 0;
+    }
+    case "history": {
+      // By name, a revoked or expired key too when it alone had the name ("my key stopped working").
+      const key = findKey(await client.listKeys(), required("key", flags.key, "the id or name of the key whose history to show"));
+      return keyHistory(client, key, flags.json === true, io);
     }
     case "revoke": {
       const listed = await client.listKeys();
@@ -346,27 +354,6 @@ async function updateKey(flags: Flags, client: AdminClient, io: Io): Promise<num
     io.out(`Updated key ${updated.name} (${updated.id}): tier ${updated.tier}, ${models}, ${expiry}. Its next request has them; its balance (${updated.balance}) and usage are unchanged.`);
   }
   return 0;
-}
-
-export function formatKeys(keys: readonly ApiKey[]): string {
-  if (keys.length === 0) return "No keys. Create one with `npm run manage-keys -- create --name <name> --credits <n> …`.";
-  return formatTable<ApiKey>([
-    { header: "ID", value: (k) => k.id },
-    { header: "NAME", value: (k) => k.name },
-    { header: "TIER", value: (k) => k.tier },
-    { header: "BALANCE", value: (k) => k.balance },
-    { header: "HELD", value: (k) => k.held },
-    // "-": a shim older than the count does not say.
-    { header: "IN-FLIGHT", value: (k) => k.requests_in_flight ?? "-" },
-    { header: "REMAINING", value: (k) => k.credits_remaining },
-    { header: "MODELS", value: (k) => (k.models ? k.models.join(",") : "all") },
-    { header: "CREATED", value: (k) => shownTime(k.created_at) },
-    { header: "EXPIRES", value: (k) => (k.expires_at ? shownTime(k.expires_at) : "-") },
-    { header: "STATUS", value: (k) => keyStatus(k) },
-    // config: the stack's gpu-sandbox:keys (changed there: update and rotate are refused); api: made
-    // with create. "-": a shim older than the flag does not say.
-    { header: "SOURCE", value: (k) => (k.from_configuration === undefined ? "-" : k.from_configuration ? "config" : "api") },
-  ], keys);
 }
 
 export async function main(argv: readonly string[], partial: Partial<ScriptDeps> = {}): Promise<number> {

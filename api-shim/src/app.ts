@@ -30,6 +30,7 @@ import { requestRoutes } from "./routes/requests.ts";
 import { SANE_REQUEST_ID } from "./requests/request-id.ts";
 import { backupRoutes } from "./routes/backup.ts";
 import { creditsRoutes } from "./routes/credits.ts";
+import { keyEventRoutes } from "./routes/key-events.ts";
 import { healthRoutes } from "./routes/health.ts";
 import { inferenceRoutes } from "./routes/inference.ts";
 import { metricsRoutes } from "./routes/metrics.ts";
@@ -251,6 +252,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   usageRoutes(app, ctx);
   adminRoutes(app, ctx);
   requestRoutes(app, ctx);
+  keyEventRoutes(app, ctx);
   creditsRoutes(app, ctx);
   backupRoutes(app, ctx);
   return app;

@@ -11,6 +11,7 @@ import { gaveUp, type Refusal, RETRIES, retryable, retryWait } from "./admin-ret
 export { findKey, keyReference, keyStatus } from "./key-lookup.ts";
 import type { CreditsQuery, CreditsStatement } from "./credits-statement.ts";
 import { REQUEST_LIST, type RequestList, type RequestsQuery } from "./request-rows.ts";
+import type { KeyHistory } from "./key-history.ts";
 export type { CreditsLine, CreditsQuery, CreditsStatement } from "./credits-statement.ts";
 
 /** Where a tenant's admin API is and how to authenticate. */
@@ -142,6 +143,8 @@ export interface AdminClient {
   updateKey(id: string, body: { tier?: string; models?: string[] | null; expires_at?: string | null }): Promise<ApiKey>;
   /** POST /admin/keys/{id}/rotate: the same key with a new secret, in `key` (only in this answer). */
   rotateKey(id: string): Promise<CreatedKey>;
+  /** GET /admin/keys/{id}/events: the key's history, oldest first (a shim older than it: 404 "Unknown route"). */
+  keyEvents(id: string): Promise<KeyHistory>;
   topUp(id: string, body: { amount: string; note?: string }, idempotencyKey: string): Promise<CreditGrant>;
   /** POST /admin/keys/{id}/debits: credits written off (a shim older than it: 404 not_found without a param). */
   writeOff(id: string, body: { amount: string; note?: string }, idempotencyKey: string): Promise<CreditGrant>;
@@ -295,6 +298,7 @@ export function adminClient(given: AdminTarget, fetchImpl: typeof fetch = fetch,
     revokeKey: async (id) => (await json("DELETE", `/admin/keys/${encodeURIComponent(id)}`, KEY)).body,
     updateKey: async (id, body) => (await json("PATCH", `/admin/keys/${encodeURIComponent(id)}`, KEY, { body })).body,
     rotateKey: async (id) => (await json("POST", `/admin/keys/${encodeURIComponent(id)}/rotate`, CREATED_KEY)).body,
+    keyEvents: async (id) => (await json("GET", `/admin/keys/${encodeURIComponent(id)}/events`, KEY_HISTORY)).body,
     topUp: (id, body, idempotencyKey) => creditsChange(id, "credits", body, idempotencyKey),
     writeOff: (id, body, idempotencyKey) => creditsChange(id, "debits", body, idempotencyKey),
     usage: async (q) => (await json("GET", query(q, "json"), USAGE_REPORT)).body,
@@ -332,10 +336,8 @@ const CREATED_OR_REPLAYED: Shape<ApiKey & { key: string | null }> = {
   what: 'an "api_key" object',
   is: (v): v is ApiKey & { key: string | null } => isKey(v) && (typeof (v as { key?: unknown }).key === "string" || (v as { key?: unknown }).key === null),
 };
-const KEY_LIST: Shape<{ data: ApiKey[] }> = {
-  what: 'a "list" of keys',
-  is: (v): v is { data: ApiKey[] } => isObject(v) && v.object === "list" && Array.isArray(v.data) && v.data.every(isKey),
-};
+const KEY_LIST: Shape<{ data: ApiKey[] }> = { what: 'a "list" of keys', is: (v): v is { data: ApiKey[] } => isObject(v) && v.object === "list" && Array.isArray(v.data) && v.data.every(isKey) };
+const KEY_HISTORY: Shape<KeyHistory> = { what: 'a "list" of key events', is: (v): v is KeyHistory => isObject(v) && v.object === "list" && typeof v.key_id === "string" && Array.isArray(v.data) };
 /** A top-up's answer (`credit_grant`) or a write-off's (`credit_write_off`): the same members. */
 const creditChange = (object: string): Shape<Omit<CreditGrant, "replayed">> => ({
   what: `a "${object}" object`,

@@ -11,7 +11,7 @@ describe("manage-keys: a key with credits held (a request in flight) and spent s
   it("list: REMAINING is balance less held, not the balance", async () => {
     const io = memoryIo();
     expect(await runCommand("list", {}, clientAnswering({} as CreditGrant), io)).toBe(0);
-    expect(io.stdout.join("\n")).toMatch(/^AAAAAAAAAAAA +busy +free +10 +4 +1 +6 +all +\S+ +- +active +api$/m);
+    expect(io.stdout.join("\n")).toMatch(/^AAAAAAAAAAAA +busy +free +10 +4 +1 +6 +all +\S+ +- +- +active +api$/m);
   });
 
   it("list: SOURCE says which keys come from the stack's configuration (changed there, not with update or rotate); '-' where the shim does not say", async () => {

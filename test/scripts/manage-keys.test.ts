@@ -118,8 +118,8 @@ describe("manage-keys against a real shim", () => {
     const created = await h.createKey({ name: "listed-key", credits: 7 });
     const table = await keys(["list", "--url", h.url]);
     expect(table.code, table.err).toBe(0);
-    expect(table.out.split("\n")[0]).toMatch(/^ID +NAME +TIER +BALANCE +HELD +IN-FLIGHT +REMAINING +MODELS +CREATED +EXPIRES +STATUS +SOURCE$/);
-    expect(table.out).toMatch(new RegExp(`^${created.id} +listed-key +enterprise +7 +0 +0 +7 +all +\\S+ +- +active +api$`, "m"));
+    expect(table.out.split("\n")[0]).toMatch(/^ID +NAME +TIER +BALANCE +HELD +IN-FLIGHT +REMAINING +MODELS +CREATED +EXPIRES +REVOKED +STATUS +SOURCE$/);
+    expect(table.out).toMatch(new RegExp(`^${created.id} +listed-key +enterprise +7 +0 +0 +7 +all +\\S+ +- +- +active +api$`, "m"));
     expect(table.out).not.toContain(created.key);
     expect((await listed()).find((k) => k.id === created.id)).toMatchObject({ name: "listed-key", balance: 7 });
   });
@@ -346,11 +346,11 @@ describe("manage-keys against a real shim", () => {
     [["list", "--url", "URL", "--admin-token", "x"], "--admin-token is not accepted: the admin token would be kept in shell history"],
     [["list"], "--stack <name> or --url <base URL> is required"],
     [["list", "--stack", "a", "--url", "URL"], "use either --stack or --url, not both"],
-    [["rekey", "--url", "URL"], '"rekey" is not a command; use one of: create, list, revoke, rotate, top-up, update, write-off'],
-    [["lst", "--url", "URL"], '"lst" is not a command. Did you mean list? Use one of: create, list, revoke, rotate, top-up, update, write-off'],
-    [["--url", "URL", "revok", "--key", "x"], '"revok" is not a command. Did you mean revoke? Use one of: create, list, revoke, rotate, top-up, update, write-off'],
+    [["rekey", "--url", "URL"], '"rekey" is not a command; use one of: create, list, history, revoke, rotate, top-up, update, write-off'],
+    [["lst", "--url", "URL"], '"lst" is not a command. Did you mean list? Use one of: create, list, history, revoke, rotate, top-up, update, write-off'],
+    [["--url", "URL", "revok", "--key", "x"], '"revok" is not a command. Did you mean revoke? Use one of: create, list, history, revoke, rotate, top-up, update, write-off'],
     // `npm run manage-keys list --url URL`, no `--`: npm keeps --url and passes its value on.
-    [["list", "URL"], "is not a command; use one of: create, list, revoke, rotate, top-up, update, write-off\nflags typed before `--` are kept by npm, not passed on: npm run manage-keys -- <command> (--stack <name> | --url <base URL>) [options]"],
+    [["list", "URL"], "is not a command; use one of: create, list, history, revoke, rotate, top-up, update, write-off\nflags typed before `--` are kept by npm, not passed on: npm run manage-keys -- <command> (--stack <name> | --url <base URL>) [options]"],
     [[], "a command is required"],
     [["create", "--url", "URL"], "--name is required: the key's name"],
     [["create", "--url", "URL", "--name", "x", "--credits", "1.1234567"], '--credits "1.1234567" must be a non-negative number of credits with at most 6 decimals'],

@@ -29,7 +29,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
     const expiresAt = expiryField(ctx, body) ?? null;
     const idem = idempotencyKey(request);
     const { id, key, hash } = generateKey();
-    const newKey = { id, name: name.trim(), hash, tier, models, expiresAt, credits, at: ctx.clock.now() };
+    const newKey = { id, name: name.trim(), hash, tier, models, expiresAt, credits, at: ctx.clock.now(), requestId: request.id };
     if (idem === undefined) {
       const record = await ctx.store.createKey(newKey);
       return reply.code(201).send({ ...showKey({ ...record, holds: 0, fromConfiguration: false }), key }); // new: nothing in flight
@@ -53,7 +53,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
 
   app.delete<{ Params: { id: string } }>("/admin/keys/:id", async (request, reply) => {
     if (!isKeyId(request.params.id)) throw keyNotFound();
-    const ok = await ctx.store.revokeKey(request.params.id, ctx.clock.now());
+    const ok = await ctx.store.revokeKey(request.params.id, ctx.clock.now(), request.id);
     if (!ok) throw keyNotFound();
     const key = await ctx.store.getKeyDetails(request.params.id);
     return reply.send({ ...showKey(key!), deleted: true });
@@ -77,7 +77,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
     const expiresAt = expiryField(ctx, body);
     if (expiresAt !== undefined) changes.expiresAt = expiresAt;
     if (Object.keys(changes).length === 0) throw new ShimError("invalid_request", { message: "Give at least one of name, tier, models or expires_at to change." });
-    return reply.send(showKey(await changeKey(ctx, request.params.id, changes, changes.name === undefined ? undefined : RENAME_CONFIGURED)));
+    return reply.send(showKey(await changeKey(ctx, request, changes, changes.name === undefined ? undefined : RENAME_CONFIGURED)));
   });
 
   // Beyond DESIGN.md's routes (docs/decisions.md): a leaked key gets a new secret and keeps its id,
@@ -87,7 +87,7 @@ export function adminRoutes(app: FastifyInstance, ctx: ShimContext): void {
     if (!isKeyId(request.params.id)) throw keyNotFound();
     if (request.body !== undefined && request.body !== null) object(request.body, []); // nothing to give yet
     const { key, hash } = generateKey(request.params.id);
-    const record = await changeKey(ctx, request.params.id, { hash }, ROTATE_CONFIGURED);
+    const record = await changeKey(ctx, request, { hash }, ROTATE_CONFIGURED);
     return reply.send({ ...showKey(record), key }); // POST /admin/keys's answer: the key, once
   });
 
@@ -145,10 +145,11 @@ function showKey(k: KeyDetails) {
 
 /**
  * store.updateKey, its refusals as the API answers them (PATCH and rotate). `configured`: what a
- * key from the configuration is told (its entry is where it changes).
+ * key from the configuration is told (its entry is where it changes). The request's id goes in
+ * the key's history (its event).
  */
-async function changeKey(ctx: ShimContext, id: string, changes: KeyChanges, configured?: string): Promise<KeyDetails> {
-  const result = await ctx.store.updateKey(id, changes, ctx.clock.now());
+async function changeKey(ctx: ShimContext, request: FastifyRequest<{ Params: { id: string } }>, changes: KeyChanges, configured?: string): Promise<KeyDetails> {
+  const result = await ctx.store.updateKey(request.params.id, changes, ctx.clock.now(), request.id);
   if (result.kind === "not_found") throw keyNotFound();
   if (result.kind === "revoked") throw new ShimError("key_inactive", { param: "id", message: "This key is revoked: only its name can be changed (give `name` alone). Create a new key instead." });
   if (result.kind === "configured") throw new ShimError("key_from_configuration", { param: "id", ...(configured ? { message: configured } : {}) });

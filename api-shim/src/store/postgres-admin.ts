@@ -4,6 +4,8 @@ import { keyUpdateRefusal, keyUpdateSql, keyUpdateValues, liveNamesakeSql, nameT
 import { grant, keyById, keysWithHolds } from "./postgres-client.ts";
 import { LOCK_KEY } from "./postgres-sql.ts";
 import { type CreationIdempotency, creationBody, creationRowKey, type KeyCreationResult, priorCreation } from "./key-creations.ts";
+import { changeEvent, creationChanges, modelsOf } from "./key-events.ts";
+import { recordEvent } from "./postgres-key-events.ts";
 import {
   grantRefusal, type BootstrapResult, isAdminApiKey, type KeyChanges, type KeyRecord, type KeyUpdateResult, type NewKey, type TopUpInput, type TopUpResult, topUpRefusal, creditsChangeRow,
 } from "./store.ts";
@@ -11,6 +13,7 @@ import {
 export async function createKeyIn(c: pg.PoolClient, key: NewKey): Promise<KeyRecord> {
   await c.query("INSERT INTO keys (id, name, hash, tier, models, created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     [key.id, key.name, key.hash, key.tier, key.models && JSON.stringify(key.models), key.at, key.expiresAt]);
+  await recordEvent(c, { keyId: key.id, at: key.at, event: "created", requestId: key.requestId ?? null, changes: creationChanges(key) });
   await grant(c, key.id, key.credits, key.at, "grant", null, null);
   return (await keyById(c, key.id))!;
 }
@@ -42,6 +45,7 @@ export async function ensureBootstrapKeyIn(c: pg.PoolClient, key: NewKey): Promi
   const found = (await c.query<{ bootstrap: boolean; hash: string }>("SELECT bootstrap, hash FROM keys WHERE id = $1 FOR UPDATE", [key.id])).rows[0]!;
   if (isAdminApiKey(found, key)) return { created: false, granted: false, adminKey: true };
   const created = inserted.rowCount === 1;
+  if (created) await recordEvent(c, { keyId: key.id, at: key.at, event: "created", requestId: null, changes: creationChanges(key) }); // by the start
   await c.query("UPDATE keys SET name = $2, hash = $3, tier = $4, models = $5, bootstrap = true WHERE id = $1", [key.id, key.name, key.hash, key.tier, models]);
   const idem = `bootstrap:${key.id}`;
   if (key.credits <= 0 || (await c.query("SELECT 1 FROM ledger WHERE idem = $1", [idem])).rowCount !== 0) return { created, granted: false };
@@ -71,6 +75,7 @@ export async function topUpIn(c: pg.PoolClient, input: TopUpInput): Promise<TopU
 /** The configuration's keys that are no longer in it (`keep`) revoked; their ids. */
 export async function revokeRemovedIn(c: pg.PoolClient, keep: readonly string[], at: number): Promise<string[]> {
   const { rows } = await c.query<{ id: string }>("UPDATE keys SET revoked_at = $2 WHERE bootstrap AND revoked_at IS NULL AND NOT (id = ANY($1::text[])) RETURNING id", [[...keep], at]);
+  for (const r of rows) await recordEvent(c, { keyId: r.id, at, event: "revoked", requestId: null, changes: [] }); // by the start
   return rows.map((r) => r.id).sort();
 }
 
@@ -84,9 +89,9 @@ const LIVE_NAMESAKE = liveNamesakeSql("numbered");
  * an expired key back into use, takes a lock on the name first (an advisory lock: its one-key space
  * is not the replicas' two-key one), so two keys given one name at once cannot both pass.
  */
-export async function updateKeyIn(c: pg.PoolClient, id: string, changes: KeyChanges, at: number): Promise<KeyUpdateResult> {
-  const found = (await c.query<{ revoked_at: number | null; bootstrap: boolean; expires_at: number | null; name: string }>(
-    "SELECT revoked_at, bootstrap, expires_at, name FROM keys WHERE id = $1 FOR UPDATE", [id])).rows[0];
+export async function updateKeyIn(c: pg.PoolClient, id: string, changes: KeyChanges, at: number, requestId: string | null = null): Promise<KeyUpdateResult> {
+  const found = (await c.query<{ revoked_at: number | null; bootstrap: boolean; expires_at: number | null; name: string; tier: string; models: string[] | null }>(
+    "SELECT revoked_at, bootstrap, expires_at, name, tier, models FROM keys WHERE id = $1 FOR UPDATE", [id])).rows[0];
   const refused = keyUpdateRefusal(found && { revokedAt: found.revoked_at, bootstrap: found.bootstrap }, changes);
   if (refused) return refused;
   const name = nameToCheck({ name: found!.name, expiresAt: found!.expires_at }, changes, at);
@@ -96,5 +101,20 @@ export async function updateKeyIn(c: pg.PoolClient, id: string, changes: KeyChan
     if (namesake) return { kind: "name_in_use", name, namesake: namesake.id };
   }
   await c.query(UPDATE_KEY, keyUpdateValues(id, changes));
+  const event = changeEvent(id, { name: found!.name, tier: found!.tier, models: modelsOf(found!.models), expiresAt: found!.expires_at === null ? null : Number(found!.expires_at) }, changes, at, requestId);
+  if (event !== null) await recordEvent(c, event);
   return { kind: "done", key: (await keysWithHolds(c, id))[0]! };
+}
+
+/**
+ * Revokes the key (false: no such key) under its row's lock, as a change holds it; its `revoked`
+ * event only when it was not revoked already (the first revocation's time stands).
+ */
+export async function revokeKeyIn(c: pg.PoolClient, id: string, at: number, requestId: string | null): Promise<boolean> {
+  const found = (await c.query<{ revoked_at: number | null }>("SELECT revoked_at FROM keys WHERE id = $1 FOR UPDATE", [id])).rows[0];
+  if (found === undefined) return false;
+  if (found.revoked_at !== null) return true;
+  await c.query("UPDATE keys SET revoked_at = $2 WHERE id = $1", [id, at]);
+  await recordEvent(c, { keyId: id, at, event: "revoked", requestId, changes: [] });
+  return true;
 }

@@ -3,6 +3,7 @@ import type pg from "pg";
 import { NOT_PERMITTED_CODE } from "./postgres-failures.ts";
 import type { PricesSeen } from "../money/price-record.ts";
 import { ensurePriceRecordsPg } from "./price-schema.ts";
+import { ensureKeyEventsPg } from "./key-events-schema.ts";
 import { type SchemaMigration, schemaDate } from "./schema-migration.ts";
 import { NewerSchemaError, SchemaOwnerNeededError } from "./store.ts";
 
@@ -69,6 +70,7 @@ export async function migratePg(client: pg.ClientBase, migrations = PG_MIGRATION
   const ms = from < migrations.length ? performance.now() - started : 0;
   await ensureServedColumn(client);
   await ensurePriceRecordsPg(client, prices);
+  await ensureKeyEventsPg(client);
   return { from, to: migrations.length, since: schemaDate(dates, migrations.length), ms };
 }
 

@@ -2,8 +2,9 @@ import pg from "pg";
 import { settlesWithin } from "../promises.ts";
 import { OpenConnections } from "./postgres-connections.ts";
 import { LOCK_CLASS, migratePg, takeOwnerLock } from "./postgres-migrations.ts";
-import { createKeyIn, createKeyOnceIn, ensureBootstrapKeyIn, revokeRemovedIn, topUpIn, updateKeyIn } from "./postgres-admin.ts";
+import { createKeyIn, createKeyOnceIn, ensureBootstrapKeyIn, revokeKeyIn, revokeRemovedIn, topUpIn, updateKeyIn } from "./postgres-admin.ts";
 import { DoubtfulHolds } from "./postgres-doubtful.ts";
+import { keyEventsOf } from "./postgres-key-events.ts";
 import { neverSent, NotSentError, READ_ONLY_CODE, ReadOnlyError, worthAnotherTry } from "./postgres-failures.ts";
 import { durableTransaction, inTransaction, keysWithHolds, onPooled, keyById } from "./postgres-client.ts";
 import type { PostgresStoreOptions } from "./postgres-options.ts";
@@ -33,11 +34,10 @@ const CUT_MS = 250;
  * second of them, whole, never half; the same trade as the SQLite store's `synchronous = NORMAL`), so a hot key's row
  * lock is held for a statement, not a disk flush. Admin writes (keys, top-ups) commit synchronously.
  *
- * Failure: while the database cannot be reached (or takes no writes) every call is a StoreUnavailableError (503) and
- * the replica keeps running; it recovers by itself. Unlike the SQLite store it never needs a restart to make its books
- * certain: a hold whose reserve or settle failed is released (uncharged) once the database answers, a settlement whose
- * answer was lost is looked up before its client is answered, and the liveness lock is taken back with the holds still
- * in flight.
+ * Failure: while the database cannot be reached (or takes no writes) every call is a StoreUnavailableError (503) and the replica
+ * keeps running; it recovers by itself. Unlike the SQLite store it never needs a restart to make its books certain: a hold whose
+ * reserve or settle failed is released (uncharged) once the database answers, a settlement whose answer was lost is looked up
+ * before its client is answered, and the liveness lock is taken back with the holds still in flight.
  */
 export class PostgresStore implements Store {
   private closing = false;
@@ -50,10 +50,7 @@ export class PostgresStore implements Store {
   private readonly stale: StaleOwners;
   /** Whether the database was last found read-only (told to onReadOnly when that changes). */
   private readOnly = false;
-  /**
-   * Holds this replica made (or is making) and has not settled yet: they move with it to a new owner id (relock), and
-   * one whose row is gone at its settlement was swept (settle).
-   */
+  /** Holds this replica made (or is making) and has not settled yet: they move with it to a new owner id (relock), and one whose row is gone at its settlement was swept (settle). */
   private readonly unsettled = new Set<string>();
   private readonly reports: UsageReports;
   private readonly connections: OpenConnections;
@@ -61,6 +58,7 @@ export class PostgresStore implements Store {
   private heartbeat: NodeJS.Timeout | undefined;
   /** This replica's try at the usage rows' time index, in the background (postgres-usage-index.ts). */
   usageIndex: UsageIndexBuild | undefined;
+  readonly keyEvents = (id: string) => this.read(() => keyEventsOf(this.pool, id));
 
   private readonly pool: pg.Pool;
   /** The pool's session settings, for a connection of its own (settleAfresh). */
@@ -284,16 +282,16 @@ export class PostgresStore implements Store {
     return this.tx((c) => revokeRemovedIn(c, keep, at));
   }
 
-  revokeKey(id: string, at: number): Promise<boolean> {
-    return this.tx(async (c) => ((await c.query("UPDATE keys SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1", [id, at])).rowCount ?? 0) > 0);
+  revokeKey(id: string, at: number, requestId: string | null = null): Promise<boolean> {
+    return this.tx((c) => revokeKeyIn(c, id, at, requestId));
   }
 
   topUp(input: TopUpInput): Promise<TopUpResult> {
     return this.tx((c) => topUpIn(c, input));
   }
 
-  updateKey(id: string, changes: KeyChanges, at: number): Promise<KeyUpdateResult> {
-    return this.tx((c) => updateKeyIn(c, id, changes, at));
+  updateKey(id: string, changes: KeyChanges, at: number, requestId: string | null = null): Promise<KeyUpdateResult> {
+    return this.tx((c) => updateKeyIn(c, id, changes, at, requestId));
   }
 
   reserve(input: ReserveInput): Promise<ReserveResult> {

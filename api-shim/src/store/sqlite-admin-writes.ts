@@ -7,6 +7,7 @@ import { type prepareStatements, toKey } from "./sqlite-statements.ts";
 import { creditsChangeRow, grantRefusal, isAdminApiKey, topUpRefusal, type BootstrapResult, type KeyRecord, type NewKey, type TopUpInput, type TopUpResult } from "./store.ts";
 
 import { type CreationIdempotency, creationBody, creationRowKey, type KeyCreationResult, priorCreation } from "./key-creations.ts";
+import { creationChanges, eventRow } from "./key-events.ts";
 
 type Statements = ReturnType<typeof prepareStatements>;
 
@@ -18,8 +19,14 @@ function grant(stmt: Statements, keyId: string, amount: number, at: number, kind
   return true;
 }
 
+/** The key's `created` event (key-events.ts), in its creation's transaction. */
+function createdEvent(stmt: Statements, key: NewKey): void {
+  stmt.insertEvent.run(...eventRow({ keyId: key.id, at: key.at, event: "created", requestId: key.requestId ?? null, changes: creationChanges(key) }));
+}
+
 export function createKeyIn(stmt: Statements, key: NewKey): KeyRecord {
   stmt.insertKey.run({ ...key, models: key.models && JSON.stringify(key.models) });
+  createdEvent(stmt, key);
   grant(stmt, key.id, key.credits, key.at, "grant", null, null);
   return toKey(stmt.getKey.get(key.id)!);
 }
@@ -38,7 +45,10 @@ export function ensureBootstrapKeyIn(stmt: Statements, key: NewKey): BootstrapRe
   const found = stmt.getKey.get(key.id);
   if (found && isAdminApiKey({ bootstrap: found.bootstrap === 1, hash: found.hash }, key)) return { created: false, granted: false, adminKey: true };
   const created = found === undefined;
-  if (created) stmt.insertKey.run(fields);
+  if (created) {
+    stmt.insertKey.run(fields);
+    createdEvent(stmt, key); // by the start: no request
+  }
   stmt.updateBootstrap.run(fields); // and marks it as configuration's
   if (key.credits <= 0 || stmt.bootstrapGranted.get(key.id) !== undefined) return { created, granted: false };
   const refused = grantRefusal(toKey(stmt.getKey.get(key.id)!), key.credits, key.at);

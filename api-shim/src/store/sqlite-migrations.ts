@@ -1,6 +1,7 @@
 import type Database from "better-sqlite3";
 import type { PricesSeen } from "../money/price-record.ts";
 import { ensurePriceRecords } from "./price-schema.ts";
+import { ensureKeyEvents } from "./key-events-schema.ts";
 import { type SchemaMigration, schemaDate } from "./schema-migration.ts";
 import { NewerSchemaError } from "./store.ts";
 
@@ -119,6 +120,7 @@ export function migrate(db: Database.Database, prices?: PricesSeen): SchemaMigra
   const ms = version < MIGRATIONS.length ? performance.now() - started : 0;
   ensureServedColumn(db);
   ensurePriceRecords(db, prices);
+  ensureKeyEvents(db);
   return { from: version, to: MIGRATIONS.length, since: schemaDate(SCHEMA_DATES, MIGRATIONS.length), ms };
 }
 

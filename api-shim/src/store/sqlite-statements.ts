@@ -1,5 +1,6 @@
 import type Database from "better-sqlite3";
 import { keyUpdateSql, liveNamesakeSql } from "./key-updates.ts";
+import { INSERT_EVENT, type KeyEventRow, SELECT_EVENTS } from "./key-events.ts";
 import type { KeyDetails } from "./store.ts";
 
 /** The SQLite store's SQL: every statement prepared once, when the store opens. */
@@ -33,6 +34,9 @@ export function prepareStatements(db: Database.Database) {
     updateKey: db.prepare<(string | number | null)[]>(keyUpdateSql("anonymous")),
     liveNamesake: db.prepare<[string, string, number], { id: string }>(liveNamesakeSql("anonymous")),
     revoke: db.prepare("UPDATE keys SET revoked_at = coalesce(revoked_at, @at) WHERE id = @id"),
+    // A key's history (key-events.ts): the key_events table is made at open, before these are prepared.
+    insertEvent: db.prepare<KeyEventRow>(INSERT_EVENT.replace(/\$\d/g, "?")),
+    keyEvents: db.prepare<[string], { key_id: string; at: number; event: string; request_id: string | null; changes: string }>(SELECT_EVENTS.replace(/\$\d/g, "?")),
     // The request path: prepared once, positional parameters (binding from objects costs more).
     begin: db.prepare("BEGIN IMMEDIATE"),
     commit: db.prepare("COMMIT"),

@@ -6,7 +6,8 @@ import { failsTheStore, isBusy, isCorrupt, walSyncFailureCode } from "./sqlite-f
 import { migrate } from "./sqlite-migrations.ts";
 import type { SqliteStoreOptions } from "./sqlite-options.ts";
 import { createKeyIn, createKeyOnceIn, ensureBootstrapKeyIn, topUpIn } from "./sqlite-admin-writes.ts";
-import { updateKeyIn } from "./sqlite-key-updates.ts";
+import { revokeKeyIn, updateKeyIn } from "./sqlite-key-updates.ts";
+import { fromRow, type KeyEvent } from "./key-events.ts";
 import { renameScrubbed, truncateWal } from "./sqlite-erase.ts";
 import { SqliteReports } from "./sqlite-reports.ts";
 import { BackupNotPossibleError, type BackupFile, SqliteBackups } from "./sqlite-backup.ts";
@@ -290,19 +291,23 @@ export class SqliteStore implements Store {
       this.db.transaction(() => {
         const kept = new Set(keep);
         const removed = this.stmt.liveBootstrapIds.all().map((r) => r.id).filter((id) => !kept.has(id));
-        for (const id of removed) this.stmt.revoke.run({ id, at });
+        for (const id of removed) revokeKeyIn(this.stmt, id, at, null); // by the start: no request
         return removed;
       }),
     );
   }
 
-  revokeKey(id: string, at: number): Promise<boolean> {
-    return this.durably(() => this.stmt.revoke.run({ id, at }).changes > 0);
+  revokeKey(id: string, at: number, requestId: string | null = null): Promise<boolean> {
+    return this.durably(this.db.transaction(() => revokeKeyIn(this.stmt, id, at, requestId)));
+  }
+
+  keyEvents(id: string): Promise<KeyEvent[] | undefined> {
+    return this.now(() => (this.stmt.getKey.get(id) === undefined ? undefined : this.stmt.keyEvents.all(id).map(fromRow)));
   }
 
   /** A new name takes the old one's bytes out of the file and the WAL before it answers (sqlite-erase.ts). */
-  async updateKey(id: string, changes: KeyChanges, at: number): Promise<KeyUpdateResult> {
-    const change = () => updateKeyIn(this.stmt, id, changes, at);
+  async updateKey(id: string, changes: KeyChanges, at: number, requestId: string | null = null): Promise<KeyUpdateResult> {
+    const change = () => updateKeyIn(this.stmt, id, changes, at, requestId);
     if (changes.name === undefined) return this.durably(this.db.transaction(change));
     const result = await this.durably(() => renameScrubbed(this.db, change));
     const truncated = this.checkpointer && (await truncateWal(this.checkpointer, 10_000));

@@ -12,7 +12,9 @@ import type { CreditsLine, CreditsQuery } from "./credits-statement.ts";
 import type { TopUpInput, TopUpResult } from "./top-ups.ts";
 import type { RequestRow, RequestsQuery } from "./request-rows.ts";
 import type { UsageRows } from "./usage-batches.ts";
+import type { KeyEvent } from "./key-events.ts";
 export type { KeyChanges, KeyUpdateResult } from "./key-updates.ts";
+export type { FieldChange, KeyEvent, KeyEventKind } from "./key-events.ts";
 
 export interface KeyRecord {
   id: string;
@@ -61,6 +63,8 @@ export interface NewKey {
   /** Initial grant in µc (a ledger row when > 0). */
   credits: number;
   at: number;
+  /** The admin request that creates it (its `created` event's); left out: none (a start's). */
+  requestId?: string | null;
 }
 
 export interface UsageRow {
@@ -254,14 +258,23 @@ export interface Store {
    * never touched.
    */
   revokeRemovedBootstrapKeys(keep: readonly string[], at: number): Promise<string[]>;
-  /** Marks the key revoked; false when there is no such key. */
-  revokeKey(id: string, at: number): Promise<boolean>;
+  /**
+   * Marks the key revoked, with its `revoked` event (`requestId`: the admin request's) the first
+   * time; false when there is no such key.
+   */
+  revokeKey(id: string, at: number, requestId?: string | null): Promise<boolean>;
   /**
    * Changes a key's tier, models, expiry or secret's hash (key-updates.ts), atomically, its id
    * and money untouched; refused for a key revoked or from configuration (a start would undo
-   * it), or brought back into use (expired at `at`) while another key in use has its name.
+   * it), or brought back into use (expired at `at`) while another key in use has its name. Its
+   * event (`rotated`, or `updated` with what changed) in the same transaction (key-events.ts).
    */
-  updateKey(id: string, changes: KeyChanges, at: number): Promise<KeyUpdateResult>;
+  updateKey(id: string, changes: KeyChanges, at: number, requestId?: string | null): Promise<KeyUpdateResult>;
+  /**
+   * The key's history (key-events.ts), oldest first: created (since the upgrade that added it),
+   * rotated, updated, revoked; undefined when there is no such key.
+   */
+  keyEvents(id: string): Promise<KeyEvent[] | undefined>;
   topUp(input: TopUpInput): Promise<TopUpResult>;
   /** One atomic conditional hold: succeeds only if balance − held ≥ amount. */
   reserve(input: ReserveInput): Promise<ReserveResult>;

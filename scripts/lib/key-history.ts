@@ -1,0 +1,78 @@
+// manage-keys history: a key's changes as the ledger keeps them (GET /admin/keys/{id}/events):
+// when it was created, rotated, updated (what changed) and revoked, and by which admin request.
+// "My key stopped working at 14:02" is checked here, long after the shim's log has rotated away.
+import { AdminApiError, type AdminClient, type ApiKey } from "./admin-client.ts";
+import { type Io, UsageError } from "./cli.ts";
+import { shownTime } from "./key-list.ts";
+import { formatTable } from "./table.ts";
+
+type Value = string | number | readonly string[] | null | undefined;
+
+export interface KeyEventChange { readonly field: string; readonly from?: Value; readonly to?: Value }
+
+export interface KeyEvent {
+  readonly object: "key_event";
+  readonly event: "created" | "rotated" | "updated" | "revoked";
+  readonly at: string;
+  /** The admin request's id (x-request-id, as the shim's log line has it); null: a start of the shim (a stack key). */
+  readonly request_id: string | null;
+  readonly changes: readonly KeyEventChange[];
+}
+
+export interface KeyHistory {
+  readonly object: "list";
+  readonly key_id: string;
+  /** False: the key was made before the shim kept histories, so what came before the upgrade is unknown. */
+  readonly complete: boolean;
+  readonly data: readonly KeyEvent[];
+}
+
+/** Prints `key`'s history: a table (oldest first), or with `json` the API's answer. */
+export async function keyHistory(client: AdminClient, key: ApiKey, json: boolean, io: Io): Promise<number> {
+  let history: KeyHistory;
+  try {
+    history = await client.keyEvents(key.id);
+  } catch (err) {
+    // A shim from before the route: its 404 names the route it does not know (a key it does not know is "No such key.").
+    if (err instanceof AdminApiError && err.status === 404 && err.apiMessage?.startsWith("Unknown route")) {
+      throw new UsageError("this shim predates `history` (GET /admin/keys/{id}/events): upgrade it (pulumi up); until then `list` shows when a key was created, expires and was revoked", { cause: err });
+    }
+    throw err;
+  }
+  io.out(json ? JSON.stringify(history, null, 2) : formatHistory(key, history));
+  return 0;
+}
+
+export function formatHistory(key: ApiKey, history: KeyHistory): string {
+  const head = `History of key ${key.name} (${key.id}), oldest first; times UTC.`;
+  // Said, not made up: a key older than the history has no `created` line, and its changes before
+  // the upgrade are not known (its creation time is the key's own created_at).
+  const before = history.complete ? [] : [`Kept since the shim's upgrade that added key histories: the key was created ${shownTime(key.created_at)}, before it, and changes before the upgrade are not recorded.`];
+  if (history.data.length === 0) return [head, ...before, "No changes recorded since."].join("\n");
+  const table = formatTable<KeyEvent>([
+    { header: "TIME", value: (e) => shownTime(e.at) },
+    { header: "EVENT", value: (e) => e.event },
+    { header: "CHANGES", value: describe },
+    // A stack key's creation and its revocation once removed from the stack come from the shim's start, not a request.
+    { header: "REQUEST", value: (e) => e.request_id ?? "(shim start)" },
+  ], history.data);
+  return [head, ...before, "", table].join("\n");
+}
+
+/** An event's changes in a few words: `tier big → small; models all → bge-m3`. */
+function describe(e: KeyEvent): string {
+  if (e.event === "rotated") return "new secret (the old one gets 401)";
+  if (e.event === "revoked") return "stopped working (401)";
+  return e.changes.map((c) => {
+    // The name's values are not kept: a rename is how a person's name is erased (docs/privacy.md).
+    if (c.field === "name") return "name changed";
+    const label = c.field === "expires_at" ? "expires" : c.field;
+    return "from" in c ? `${label} ${shown(c.field, c.from)} → ${shown(c.field, c.to)}` : `${label} ${shown(c.field, c.to)}`;
+  }).join("; ") || "-";
+}
+
+function shown(field: string, v: Value): string {
+  if (field === "models") return v === null ? "all" : (v as readonly string[]).join(",");
+  if (field === "expires_at") return v === null ? "never" : shownTime(String(v));
+  return String(v);
+}
