@@ -9,7 +9,10 @@ export const EXIT = {
   failed: 1,
   /** The command cannot run as given: a flag, a file or variable it names, a missing CLI. Nothing was sent. */
   usage: 2,
-  /** The API could not be reached: nothing was sent, so the same command may simply run again. */
+  /**
+   * The API could not be reached, or refused only for now (a rate limit past the retries, another
+   * backup under way): nothing was done, so the same command may simply run again.
+   */
   notSent: 3,
   /** The API (or what it answered: no such key, a name in use) refused the command: running it unchanged fails again. */
   refused: 4,
@@ -62,7 +65,8 @@ export const EXIT_CODES_USAGE = `Exit codes (every script; docs/operations.md, "
   0    done
   1    failed (a pulumi command, a check, a stack that could not be read); stderr says what
   2    bad usage: a flag, a file or a variable to fix; nothing was sent
-  3    the API could not be reached (connection refused, DNS, TLS trust); nothing was sent: run it again
+  3    the API could not be reached (connection refused, DNS, TLS trust), or refused only for now
+       (still rate limited after the retries, another backup under way); nothing was done: run it again
   4    refused by the API (an unknown key, a name in use, a wrong token): do not retry it unchanged
   5    sent, but its answer was lost (no answer, cut off, a 5xx): a read may be run again; a write
        only as its error says (the command with its Idempotency-Key), as it may have been applied
