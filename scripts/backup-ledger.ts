@@ -78,10 +78,16 @@ export async function saveBackup(res: Response, out: string, progress: (line: st
     let bytes = 0;
     let tenth = 0;
     const head: Buffer[] = [];
+    // A write that fails (a full disk, a quota) is this machine's, not a download cut off: exit 1,
+    // not 5, whose "run it again" meets the same full disk.
+    let unwritten: unknown;
+    const write = (chunk: Uint8Array) => file.write(chunk).catch((err: unknown) => {
+      throw (unwritten = err);
+    });
     try {
       for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
         if (bytes < SQLITE_HEADER.length) head.push(Buffer.from(chunk));
-        await file.write(chunk);
+        await write(chunk);
         bytes += chunk.length;
         if (length >= PROGRESS_FROM_BYTES && Math.floor((bytes / length) * 10) > tenth && bytes < length) {
           tenth = Math.floor((bytes / length) * 10);
@@ -89,6 +95,7 @@ export async function saveBackup(res: Response, out: string, progress: (line: st
         }
       }
     } catch (err) {
+      if (err === unwritten) throw new UsageError(`cannot write ${out}: ${(err as Error).message}; nothing was saved. Fix the cause (disk space, a quota) and run again.`, { exit: "failed" });
       throw new AdminApiError(`the ledger's download from ${path} was cut off after ${bytes} of ${length} bytes: ${networkReason(err)}; nothing was saved, run it again`, { outcome: "unknown", cause: err });
     }
     if (bytes !== length) throw new AdminApiError(`the ledger's download from ${path} ended after ${bytes} of the ${length} bytes it announced; nothing was saved, run it again`, { outcome: "unknown" });

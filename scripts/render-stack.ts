@@ -10,7 +10,7 @@ import { BundleDirError, renderBundle, writeBundle } from "../infra/render/bundl
 import { hostCloudInit } from "../infra/render/cloud-init.ts";
 import { listStackNames, misplacedSetting, readStackConfig, StackFileError } from "../infra/stack-file.ts";
 import { parseFlags, UsageError } from "./lib/cli.ts";
-import { EXIT, EXIT_CODES_USAGE, exitCodeOf } from "./lib/exit-codes.ts";
+import { EXIT, EXIT_CODES_USAGE, exitCodeOf, writeFailureClass } from "./lib/exit-codes.ts";
 
 const USAGE = `Usage: npm run render -- --stack <name> [--out <dir>]
 
@@ -52,9 +52,9 @@ export function renderStack(root: string, stack: string, out?: string): RenderRe
     writeBundle(outDir, bundle, beside);
   } catch (err) {
     if (err instanceof BundleDirError) throw new UsageError(err.message);
-    // A file, a directory this user may not write, a full or read-only disk: Node's message
+    // A file, a directory this user may not write (exit 2), a full disk (1): Node's message
     // names the error and the path.
-    if (typeof (err as NodeJS.ErrnoException).code === "string") throw new UsageError(`cannot write to ${out === undefined ? outDir : `--out ${out}`}: ${(err as Error).message}`);
+    if (typeof (err as NodeJS.ErrnoException).code === "string") throw new UsageError(`cannot write to ${out === undefined ? outDir : `--out ${out}`}: ${(err as Error).message}`, { exit: writeFailureClass(err) });
     throw err;
   }
   return {

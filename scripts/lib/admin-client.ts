@@ -7,7 +7,8 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { failedBeforeSending, networkReason, notTheApi, refusedByFetch, UsageError } from "./cli.ts";
 import { credentialStray, trimCredential } from "./credential.ts";
 import { isRedirect, redirectAdvice } from "./redirect.ts";
-import { gaveUp, type Refusal, RETRIES, retryable, retryWait } from "./admin-retry.ts";
+import { gaveUp, type Refusal, refusedForNow, RETRIES, retryable, retryWait } from "./admin-retry.ts";
+import type { ExitClass } from "./exit-codes.ts";
 export { findKey, keyReference, keyStatus } from "./key-lookup.ts";
 import type { CreditsQuery, CreditsStatement } from "./credits-statement.ts";
 import { REQUEST_LIST, type RequestList, type RequestsQuery } from "./request-rows.ts";
@@ -118,9 +119,10 @@ export class AdminApiError extends UsageError {
   readonly retryAfter: string | null;
 
   /** `cause`: the network failure, when the API did not answer (hostUnreachable tells a host that is down). */
-  constructor(message: string, details: { outcome: RequestOutcome; status?: number; code?: string; apiMessage?: string; param?: string; retryAfter?: string | null; cause?: unknown }) {
-    // Its outcome is its exit code's class (exit-codes.ts): 3 not sent, 4 refused, 5 unknown.
-    super(message, { cause: details.cause, exit: details.outcome });
+  constructor(message: string, details: { outcome: RequestOutcome; status?: number; code?: string; apiMessage?: string; param?: string; retryAfter?: string | null; cause?: unknown; exit?: ExitClass }) {
+    // Its outcome is its exit code's class (exit-codes.ts): 3 not sent, 4 refused, 5 unknown;
+    // `exit` when they differ (a refusal for now only, exit 3: apiError).
+    super(message, { cause: details.cause, exit: details.exit ?? details.outcome });
     this.outcome = details.outcome;
     this.status = details.status;
     this.code = details.code;
@@ -378,6 +380,7 @@ async function apiError(res: Response, method: string, path: string, target: Adm
   // or 507 (the shim's backup on Postgres, or without room: nothing done, and again fails again).
   return new AdminApiError(`admin API ${method} ${path.split("?")[0]} failed: ${res.status} ${code ? `${code}: ` : ""}${message}${hint}`, {
     outcome: res.status >= 500 && res.status !== 501 && res.status !== 507 ? "unknown" : "refused", status: res.status, retryAfter: res.headers.get("retry-after"),
+    ...(refusedForNow(res.status, code, apiMessage) ? { exit: "not-sent" as const } : {}),
     ...(code !== undefined ? { code } : {}), ...(apiMessage !== undefined ? { apiMessage } : {}), ...(param !== undefined ? { param } : {}),
   });
 }

@@ -46,3 +46,16 @@ export function gaveUp(why: Refusal): string {
     ? `\nIt was still refused after ${RETRIES[why]} retries, each after the wait it asked for: run the command again in a minute. nginx limits each address's requests, /admin included, to the stack's limits.requestsPerSecond and limits.burst; the shim, an address's failed admin tokens to unauthenticatedRpm a minute.`
     : `\nIt was still unavailable after ${RETRIES[why]} retries, each after the wait it asked for (about a minute): the shim is down or keeps restarting; see "The shim keeps restarting" in docs/troubleshooting.md, then run the command again.`;
 }
+
+/**
+ * A refusal that says nothing of the command, only of the moment: nothing was done, and the same
+ * command run again later goes through (exit 3, as an API not reached; exit 4 said a retry
+ * unchanged fails again, while the error said to run it again). nginx's per-address limit
+ * (limit_req, limit_conn), still there after the client's retries; another backup being made.
+ * Not the shim's own 429 for /admin: it counts wrong admin tokens (the right one is let in), so
+ * the token is wrong and a retry fails again.
+ */
+export function refusedForNow(status: number, code: string | undefined, apiMessage: string | undefined): boolean {
+  if (status === 429) return !/wrong admin tokens/i.test(apiMessage ?? "");
+  return status === 409 && code === "backup_in_progress";
+}

@@ -9,7 +9,10 @@ export const EXIT = {
   failed: 1,
   /** The command cannot run as given: a flag, a file or variable it names, a missing CLI. Nothing was sent. */
   usage: 2,
-  /** The API could not be reached: nothing was sent, so the same command may simply run again. */
+  /**
+   * The API could not be reached, or refused only for now (a rate limit past the retries, another
+   * backup under way): nothing was done, so the same command may simply run again.
+   */
   notSent: 3,
   /** The API (or what it answered: no such key, a name in use) refused the command: running it unchanged fails again. */
   refused: 4,
@@ -46,6 +49,16 @@ export class UsageError extends Error {
   }
 }
 
+/** Errors of a disk that cannot take a write (full, a quota, failing): not the command's to fix. */
+const DISK_FAILURES = new Set(["ENOSPC", "EDQUOT", "EIO"]);
+
+/**
+ * The class of a file this machine could not write: 1 for a disk that cannot take it (as
+ * new-tenant's stack file and backup-ledger's download), else 2, a path to fix (a file where a
+ * directory goes, a directory this user may not write).
+ */
+export const writeFailureClass = (err: unknown): ExitClass => (DISK_FAILURES.has((err as NodeJS.ErrnoException).code ?? "") ? "failed" : "usage");
+
 /**
  * The exit code of a script that failed with `err`: the first error down its chain of causes
  * that says what it is; a UsageError that none does is a bad command line (2); anything else, 1.
@@ -60,9 +73,10 @@ export function exitCodeOf(err: unknown): number {
 /** What every script's --help ends with (one text, so they cannot disagree). */
 export const EXIT_CODES_USAGE = `Exit codes (every script; docs/operations.md, "From a CI pipeline"):
   0    done
-  1    failed (a pulumi command, a check, a stack that could not be read); stderr says what
+  1    failed (a pulumi command, a check, a stack that could not be read, a full disk); stderr says what
   2    bad usage: a flag, a file or a variable to fix; nothing was sent
-  3    the API could not be reached (connection refused, DNS, TLS trust); nothing was sent: run it again
+  3    the API could not be reached (connection refused, DNS, TLS trust), or refused only for now
+       (still rate limited after the retries, another backup under way); nothing was done: run it again
   4    refused by the API (an unknown key, a name in use, a wrong token): do not retry it unchanged
   5    sent, but its answer was lost (no answer, cut off, a 5xx): a read may be run again; a write
        only as its error says (the command with its Idempotency-Key), as it may have been applied

@@ -8,6 +8,7 @@ import { csvLine } from "../../api-shim/src/csv-cell.ts";
 import { syncDirectory } from "../../api-shim/src/sync-directory.ts";
 import type { CreatedKey } from "./admin-client.ts";
 import { UsageError } from "./cli.ts";
+import { writeFailureClass } from "./exit-codes.ts";
 
 export const HANDOUT_COLUMNS = ["name", "base_url", "key_id", "key"] as const;
 
@@ -41,7 +42,7 @@ export function openHandout(path: string, baseUrl: string): Handout {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code === "EEXIST") throw new UsageError(handoutRefusal(path) ?? `${path} exists already`);
-    throw new UsageError(`cannot write the hand-out ${path}: ${(err as Error).message}`);
+    throw new UsageError(`cannot write the hand-out ${path}: ${(err as Error).message}`, { exit: writeFailureClass(err) });
   }
   const write = (text: string) => {
     writeSync(fd, text);

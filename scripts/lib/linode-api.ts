@@ -145,7 +145,8 @@ async function getPage(api: LinodeApi, collection: Collection, page: number): Pr
     throw new UsageError(`${request} answered ${answered}: is LINODE_URL (${api.url}) Linode's API? It is the address without the version (${DEFAULT_URL}): ` +
       `LINODE_API_VERSION (${DEFAULT_VERSION}) is appended to it, as the Linode provider does`, { exit: "refused" });
   }
-  if (status < 200 || status > 299) throw new UsageError(`Linode's API answered ${answered} to ${request}: nothing was listed; try again later`, { exit: status >= 500 ? "unknown" : "refused" });
+  // A 429 (Linode's rate limit) refuses for now only, as its message says: exit 3, run it again.
+  if (status < 200 || status > 299) throw new UsageError(`Linode's API answered ${answered} to ${request}: nothing was listed; try again later`, { exit: status >= 500 ? "unknown" : status === 429 ? "not-sent" : "refused" });
   if (!isPage(json)) throw new UsageError(`${request} answered ${status} but not with Linode's JSON (${startOf(body)}); is LINODE_URL (${api.url}) Linode's API?`, { exit: "refused" });
   return json;
 }

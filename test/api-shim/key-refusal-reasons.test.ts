@@ -2,6 +2,7 @@ import OpenAI, { AuthenticationError, RateLimitError } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { manualClock } from "../support/clocks.ts";
 import { startShim, type Harness, type RequestLog } from "../support/shim-harness.ts";
+import { slowBody } from "../support/slow-body.ts";
 
 /**
  * A tenant's "my key stopped working at 14:02": the client is told only 401 invalid_api_key,
@@ -76,5 +77,27 @@ describe("a refused API key's log line says which key and why; the client's answ
     const servedLine = await h.waitForRequestLog((l) => l.reqId === served.response.headers.get("x-request-id"));
     expect(servedLine).toMatchObject({ status: 200, keyId: rotated.id });
     expect(servedLine).not.toHaveProperty("keyRefused");
+  });
+});
+
+/**
+ * A key that dies after it authenticated, while its body arrives (refused at its credit hold,
+ * inference.ts deadKey): its line says expired when its expiry passed, else revoked_or_rotated.
+ */
+describe("a key refused at its credit hold: the line says expired, or revoked or rotated", () => {
+  const clock = manualClock(Date.now());
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startShim({ clock, file: { models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }] } });
+  });
+  afterAll(() => h.close());
+
+  it("expired while its body arrived: expired; revoked while its body arrived: revoked_or_rotated", async () => {
+    const expiring = await h.createKey({ credits: 10, expires_at: new Date(clock.now() + 60_000).toISOString() });
+    expect(await slowBody(h, expiring.key, async () => clock.advance(61_000))).toBe(401);
+    expect(await h.waitForRequestLog((l) => l.keyId === expiring.id && l.status === 401)).toMatchObject({ keyRefused: "expired", error: "invalid_api_key" });
+    const revoked = await h.createKey({ credits: 10 });
+    expect(await slowBody(h, revoked.key, async () => void expect((await h.admin(`/admin/keys/${revoked.id}`, { method: "DELETE" })).status).toBe(200))).toBe(401);
+    expect(await h.waitForRequestLog((l) => l.keyId === revoked.id && l.status === 401)).toMatchObject({ keyRefused: "revoked_or_rotated" });
   });
 });

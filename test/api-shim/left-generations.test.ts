@@ -115,6 +115,30 @@ describe("left generations kept for a retry", () => {
     expect(n.evicted.over_total).toBe(2);
   });
 
+  it("over the total, a key whose new answer makes it the largest holder gives up that answer, not a smaller key's", async () => {
+    const m = new LeftGenerations();
+    // Four keys at 12.5 MiB (50 MiB); a key leaving 16 MiB answers would hold the most.
+    const small = ["v1", "v2", "v3", "v4"].map((k) => {
+      const g = m.remember(k, callHash("/r", body(k)), k);
+      g.answered(answer((KEY_BYTES * 25) / 32));
+      return g;
+    });
+    const big = m.remember("big", callHash("/r", body("b")), "b");
+    // A retry already waiting (joined-retry.ts claims it) gets the answer all the same.
+    big.claimed = true;
+    const waiting = big.outcome(never);
+    big.answered(answer(KEY_BYTES));
+    expect(await waiting).toMatchObject({ status: 200 });
+    for (const g of small) expect(m.find(g.keyId, "/r", body(g.keyId))).toBe(g);
+    expect(m.find("big", "/r", body("b"))).toBeUndefined();
+    expect(m.bytes).toBeLessThanOrEqual(KEPT_BYTES);
+    expect(m.keptAnswers).toBe(4);
+    // Without a retry waiting, the answer given up is counted as dropped over the total.
+    m.remember("big", callHash("/r", body("c")), "c").answered(answer(KEY_BYTES));
+    expect(m.evicted).toEqual({ expired: 0, over_key_share: 0, over_total: 1 });
+    expect(m.bytes).toBe(4 * ((KEY_BYTES * 25) / 32));
+  });
+
   it("counts what /metrics shows: answers kept, and evictions by reason", () => {
     vi.useFakeTimers();
     const m = new LeftGenerations();

@@ -108,6 +108,27 @@ describe("exit codes", () => {
     expect(r.stderr).toContain("cannot reach the admin API");
   });
 
+  it("3: refused only for now (nginx's 429 past the retries, another backup under way): its error says to run it again; the shim's 429 for wrong admin tokens is 4", async () => {
+    const refusal = (message: string, code: string) => JSON.stringify({ error: { message, type: "rate_limit_exceeded", param: null, code } });
+    const cases: [number, string, string, readonly string[], number][] = [
+      [429, refusal("Too many requests from your address; retry after 1 second.", "rate_limit_exceeded"), "manage-keys", ["list"], 3],
+      [409, refusal("A backup of the ledger is being made or sent already: one at a time. Try again once it is done.", "backup_in_progress"), "backup-ledger", ["--out", "ledger.db"], 3],
+      [429, refusal("Rate limit exceeded. Try again in 1 second. Too many wrong admin tokens from this address (3 a minute): check the admin token you send.", "rate_limit_exceeded"), "manage-keys", ["list"], 4],
+    ];
+    for (const [status, body, script, argv, code] of cases) {
+      // Retry-After 0: the admin client's retries of a 429 come at once.
+      const server = createServer((req, res) => req.resume().on("end", () => res.writeHead(status, { "content-type": "application/json", "retry-after": "0" }).end(body)));
+      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+      try {
+        const r = await run(script, [...argv, "--url", `http://127.0.0.1:${(server.address() as AddressInfo).port}`], admin());
+        expect(r.code, `${status} ${body}\n${r.stderr}`).toBe(code);
+      } finally {
+        server.close();
+        server.closeAllConnections();
+      }
+    }
+  });
+
   it("4: refused: a wrong admin token, a key that does not exist, a name in use", async () => {
     const token = await run("manage-keys", ["list", "--url", h.url], { GPU_SANDBOX_ADMIN_TOKEN: "not-the-token" });
     expect(token.code, token.stderr).toBe(4);

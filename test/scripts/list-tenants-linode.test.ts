@@ -309,6 +309,13 @@ describe("list-tenants --linode: what goes wrong is said in one line, exit 2 to 
     expect(err).toBe(`Linode's API answered 500 (Please try again) to GET ${linode.url}/v4/volumes: nothing was listed; try again later`);
   });
 
+  it("Linode's rate limit (429): refused for now only, exit 3 (run it again), as its line says", async () => {
+    linode.answers.set("/v4/volumes", { status: 429, body: JSON.stringify({ errors: [{ reason: "Too many requests" }] }) });
+    const { code, err } = await check([], world());
+    expect(code).toBe(3);
+    expect(err).toBe(`Linode's API answered 429 (Too many requests) to GET ${linode.url}/v4/volumes: nothing was listed; try again later`);
+  });
+
   it("a token as a flag is refused: it would land in shell history", async () => {
     const io = memoryIo();
     expect(await main(["--linode", "--linode-token", "x"], { root: projectWith(), pulumi: new FakePulumi(), io, env: {} })).toBe(2);

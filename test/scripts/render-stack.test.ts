@@ -104,7 +104,7 @@ describe("npm run render", () => {
     const out = tempDir();
     chmodSync(out, 0o555);
     try {
-      expect(main(["--stack", "example", "--out", out], ROOT)).toBe(1);
+      expect(main(["--stack", "example", "--out", out], ROOT)).toBe(2);
       expect(io.err()).toMatch(new RegExp(`^cannot write to --out ${out}: EACCES: permission denied, `));
     } finally {
       chmodSync(out, 0o755);

@@ -99,7 +99,14 @@ export class LeftGeneration {
     if (this.ended) return;
     if (answer.body.length <= KEY_BYTES) {
       this.answer = answer;
-      this.owner.kept(this);
+      if (!this.owner.kept(this)) {
+        // Its key would hold the most: not kept (kept() took its bytes back), but a retry already
+        // waiting on it still gets it; one not yet come generates its own.
+        this.settle();
+        this.answer = undefined;
+        this.owner.drop(this, this.claimed ? undefined : "over_total");
+        return;
+      }
       this.timer = setTimeout(() => this.owner.drop(this, "expired"), KEEP_MS).unref();
     }
     this.end();
@@ -179,7 +186,7 @@ export class LeftGenerations {
     const g = new LeftGeneration(this, keyId, call, requestId);
     const own = this.byKey.get(keyId)?.entries;
     while (own && own.size >= KEY_ENTRIES) this.drop(own.values().next().value!, "over_key_share");
-    while (this.all.size >= KEPT_ENTRIES) this.drop(this.largestHoldersOldest((h) => h.entries.size)!, "over_total");
+    while (this.all.size >= KEPT_ENTRIES) this.drop(this.largestHoldersOldest("entries")!, "over_total");
     this.all.add(g);
     let mine = this.byKey.get(keyId);
     if (!mine) this.byKey.set(keyId, (mine = { entries: new Set(), bytes: 0 }));
@@ -204,35 +211,44 @@ export class LeftGenerations {
   /**
    * `g`'s answer is kept: counted; the key's own oldest answers dropped while it is over KEY_BYTES,
    * then, while all are over KEPT_BYTES, the oldest answer of the key holding the most bytes.
+   * False when that is `g` itself (its key, with it, holds the most and has no older answer): it
+   * is not kept, or a key holding 16 MiB would push out the answers of keys holding less.
    */
-  kept(g: LeftGeneration): void {
+  kept(g: LeftGeneration): boolean {
     const size = g.answer!.body.length;
     const mine = this.byKey.get(g.keyId)!;
     mine.bytes += size;
     this.keptBytes += size;
-    this.keptAnswers++;
     for (const old of mine.entries) {
       if (mine.bytes <= KEY_BYTES) break;
       if (old !== g && old.answer) this.drop(old, "over_key_share");
     }
     while (this.keptBytes > KEPT_BYTES) {
-      const old = this.largestHoldersOldest((h) => h.bytes, g);
-      if (!old) break;
-      this.drop(old, "over_total");
+      const old = this.largestHoldersOldest("bytes");
+      if (old === g) {
+        mine.bytes -= size;
+        this.keptBytes -= size;
+        return false;
+      }
+      this.drop(old!, "over_total");
     }
+    this.keptAnswers++;
+    return true;
   }
 
   /**
-   * The oldest entry (with an answer, when `besides` is the answer being kept) of the key holding
-   * the most by `measure`: over the total, a key holding less than another loses nothing. One walk
-   * of at most KEPT_ENTRIES, only when the total is reached.
+   * The oldest entry (with an answer, when measured in bytes) of the key holding the most
+   * `by` entries or bytes: over the total, a key holding less than another loses nothing. One walk of at most
+   * KEPT_ENTRIES, only when the total is reached.
    */
-  private largestHoldersOldest(measure: (h: Holding) => number, besides?: LeftGeneration): LeftGeneration | undefined {
+  private largestHoldersOldest(by: "entries" | "bytes"): LeftGeneration | undefined {
+    const bytes = by === "bytes";
     let pick: LeftGeneration | undefined;
     let most = -1;
     for (const g of this.all) {
-      if (besides && (g === besides || !g.answer)) continue;
-      const held = measure(this.byKey.get(g.keyId)!);
+      if (bytes && !g.answer) continue;
+      const holding = this.byKey.get(g.keyId)!;
+      const held = bytes ? holding.bytes : holding.entries.size;
       if (held > most) [pick, most] = [g, held];
     }
     return pick;
