@@ -105,7 +105,7 @@ describe("an /admin/usage body of several pieces (SQLite)", () => {
     expect(lines.find((l) => l.startsWith("kformula0000,'=1+1,"))).toBe("kformula0000,'=1+1,1,7,3,10,0.0013");
   });
 
-  it("as CSV is sent as a file a browser saves as usage.csv (docs/api-shim/routes.md, GET /admin/usage)", async () => {
+  it("as CSV is sent as a file a browser saves as usage.csv (docs/api-shim/admin-reports.md, GET /admin/usage)", async () => {
     const res = await fetch(`${url}?format=csv`);
     await res.text();
     expect(res.headers.get("content-type")).toBe("text/csv; charset=utf-8");

@@ -74,7 +74,7 @@ describe("usage reports, SQLite store on a file (the report worker)", () => {
     expect(await store.usage({ keyId: "k", asker: "k", from: 0, to: 1e12, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 2, promptTokens: 2, completionTokens: 2, cost: 2 }]);
   });
 
-  it("rows are by key then model across slices too: a model first seen in a later slice is not listed after one seen earlier (routes.md: rows by key id then model)", async () => {
+  it("rows are by key then model across slices too: a model first seen in a later slice is not listed after one seen earlier (admin-reports.md: rows by key id then model)", async () => {
     await store.createKey(newKey("k", 10));
     const db = new Database(join(dir, "shim.db"));
     const insert = db.prepare("INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms, served) VALUES ('k', ?, -1, 'usage', ?, 'chat', ?, 200, 1, 1, 0, 1, 1)");
