@@ -1,6 +1,7 @@
 import OpenAI from "openai";
 import { describe, expect, it } from "vitest";
 import { closeApp } from "../../api-shim/src/app.ts";
+import { refillessClock } from "../support/clocks.ts";
 import type { Harness } from "../support/shim-harness.ts";
 import { postAndLeave, shimPerTest } from "../support/upstream-per-test.ts";
 
@@ -94,7 +95,8 @@ describe("an SDK's retry of a non-streamed request whose client left", () => {
   });
 
   it("a joined answer says what the key has left now, not what it had when the generation was charged; its charge is the generation's", async () => {
-    const h = await start({ file: { ...FILE, tiers: { t: { rpm: 100, tpm: 1_000_000, concurrency: null } } }, fake: FAKE });
+    // Buckets that never refill: what the key has left is exactly its requests so far, however slow the run.
+    const h = await start({ file: { ...FILE, tiers: { t: { rpm: 100, tpm: 1_000_000, concurrency: null } } }, fake: FAKE, clock: refillessClock() });
     const { key, id } = await h.createKey({ credits: CREDITS, tier: "t" });
     h.fake.set({ tokenDelayMs: 20, defaultTokens: 20 });
     const once = await leaveAndWaitForCharge(h, key, id);
