@@ -113,6 +113,31 @@ describe("an SDK's retry of a non-streamed request whose client left", () => {
     expect(retry.headers.get("x-ratelimit-remaining-requests")).toBe("95");
   });
 
+  it("a joined answer's credits remaining leave out what the key's requests in flight hold, as any answer's do", async () => {
+    const h = await start({ file: FILE, fake: FAKE });
+    const { key, id } = await h.createKey({ credits: CREDITS });
+    h.fake.set({ tokenDelayMs: 20, defaultTokens: 20 });
+    await leaveAndWaitForCharge(h, key, id);
+    // Another request of the key's, still generating, holds its estimate.
+    h.fake.set({ hang: true });
+    const received = h.fake.counters.received;
+    const ac = new AbortController();
+    const inFlight = fetch(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ ...BODY, max_tokens: 100 }), signal: ac.signal }).catch(() => undefined);
+    try {
+      await h.fake.until((c) => c.received > received);
+      const k = (await h.store.getKey(id))!;
+      expect(k.held).toBeGreaterThan(0);
+      const retry = await h.post(key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "1" });
+      expect(retry.headers.get("x-joined-request-id")).not.toBeNull();
+      const available = (k.balance - k.held) / CREDIT;
+      expect(Number(retry.headers.get("x-credits-remaining"))).toBe(available);
+      expect(((await retry.json()) as { credits_remaining: number }).credits_remaining).toBe(available);
+    } finally {
+      ac.abort();
+      await inFlight;
+    }
+  });
+
   it("another key's retry of the same body never joins: generated and charged to that key", async () => {
     const h = await start({ file: FILE, fake: FAKE });
     const a = await h.createKey({ credits: CREDITS });
