@@ -138,6 +138,21 @@ describe("an SDK's retry of a non-streamed request whose client left", () => {
     }
   });
 
+  it("a batch call's retry (?batch=1) joins its own generation: the answer says batch_request true, charged once", async () => {
+    const h = await start({ file: FILE, fake: FAKE });
+    h.fake.set({ tokenDelayMs: 75, defaultTokens: 20 }); // 1.5 s: past the client's 1 s timeout
+    const { key, id } = await h.createKey({ credits: CREDITS });
+    const client = new OpenAI({ apiKey: key, baseURL: `${h.url}/v1`, timeout: 1000, maxRetries: 2 });
+    const { data, response } = await client.chat.completions.create(BODY as OpenAI.ChatCompletionCreateParamsNonStreaming, { query: { batch: 1 } }).withResponse();
+    expect(response.headers.get("x-joined-request-id")).not.toBeNull();
+    expect((data as unknown as { batch_request: boolean }).batch_request).toBe(true);
+    await aWhile();
+    expect(h.fake.counters.received).toBe(1);
+    const charged = Number(response.headers.get("x-credits-charged"));
+    expect(await balance(h, id)).toBe((CREDITS - charged) * CREDIT);
+    expect((data as unknown as { credits_charged: number }).credits_charged).toBe(charged);
+  });
+
   it("another key's retry of the same body never joins: generated and charged to that key", async () => {
     const h = await start({ file: FILE, fake: FAKE });
     const a = await h.createKey({ credits: CREDITS });
