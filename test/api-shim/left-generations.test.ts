@@ -69,6 +69,11 @@ describe("left generations kept for a retry", () => {
     expect(m.size).toBe(KEY_ENTRIES + 1);
     expect(first.ended).toBe(true); // its own oldest, still generating, gave way
     expect(m.evicted).toEqual({ expired: 0, over_key_share: 1, over_total: 0 }); // what /metrics says of it
+    // Its answer, when it comes, is not kept: not found, and not counted in the bytes /metrics shows.
+    first.answered(answer(20));
+    expect(m.find("k", "/r", body("0"))).toBeUndefined();
+    expect(m.bytes).toBe(10);
+    expect(m.keptAnswers).toBe(1);
     expect(m.find("other", "/r", body("o"))).toBe(other);
     const n = new LeftGenerations();
     const kept = n.remember("other", callHash("/r", body("o")), "o");
