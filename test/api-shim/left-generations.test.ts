@@ -68,6 +68,12 @@ describe("left generations kept for a retry", () => {
     for (let i = 1; i <= KEY_ENTRIES; i++) m.remember("k", callHash("/r", body(String(i))), `r${i}`);
     expect(m.size).toBe(KEY_ENTRIES + 1);
     expect(first.ended).toBe(true); // its own oldest, still generating, gave way
+    expect(m.evicted).toEqual({ expired: 0, over_key_share: 1, over_total: 0 }); // what /metrics says of it
+    // Its answer, when it comes, is not kept: not found, and not counted in the bytes /metrics shows.
+    first.answered(answer(20));
+    expect(m.find("k", "/r", body("0"))).toBeUndefined();
+    expect(m.bytes).toBe(10);
+    expect(m.keptAnswers).toBe(1);
     expect(m.find("other", "/r", body("o"))).toBe(other);
     const n = new LeftGenerations();
     const kept = n.remember("other", callHash("/r", body("o")), "o");
@@ -137,6 +143,41 @@ describe("left generations kept for a retry", () => {
     m.remember("big", callHash("/r", body("c")), "c").answered(answer(KEY_BYTES));
     expect(m.evicted).toEqual({ expired: 0, over_key_share: 0, over_total: 1 });
     expect(m.bytes).toBe(4 * ((KEY_BYTES * 25) / 32));
+  });
+
+  it("keeps what the docs promise: an answer for 10 minutes, a key's 250 generations and 16 MiB, 1,000 and 64 MiB in all", () => {
+    vi.useFakeTimers();
+    const MiB = 1024 * 1024;
+    const m = new LeftGenerations();
+    const g = m.remember("k", callHash("/r", body("x")), "r1");
+    g.answered(answer(16 * MiB)); // a key's whole share: kept
+    vi.advanceTimersByTime(10 * 60_000 - 1);
+    expect(m.find("k", "/r", body("x"))).toBe(g);
+    vi.advanceTimersByTime(1);
+    expect(m.find("k", "/r", body("x"))).toBeUndefined();
+    m.remember("k", callHash("/r", body("y")), "r2").answered(answer(16 * MiB + 1)); // over 16 MiB: not kept
+    expect(m.find("k", "/r", body("y"))).toBeUndefined();
+    // 250 generations a key: the 251st pushes out its first.
+    const n = new LeftGenerations();
+    const keys = ["k1", "k2", "k3", "k4"];
+    for (const k of keys) for (let i = 0; i < 250; i++) n.remember(k, callHash("/r", body(String(i))), `${k}-${i}`);
+    expect(n.size).toBe(1000);
+    expect(n.evicted).toEqual({ expired: 0, over_key_share: 0, over_total: 0 });
+    n.remember("k1", callHash("/r", body("250")), "k1-250");
+    expect(n.find("k1", "/r", body("0"))).toBeUndefined();
+    expect(n.evicted.over_key_share).toBe(1);
+    // 1,000 in all: a fifth key's first pushes out one of the others'.
+    n.remember("k5", callHash("/r", body("0")), "k5-0");
+    expect(n.size).toBe(1000);
+    expect(n.evicted.over_total).toBe(1);
+    // 64 MiB of answers in all: four keys' 16 MiB fit, a fifth key's answer pushes one out.
+    const b = new LeftGenerations();
+    for (const k of keys) b.remember(k, callHash("/r", body("a")), k).answered(answer(16 * MiB));
+    expect(b.bytes).toBe(64 * MiB);
+    expect(b.evicted.over_total).toBe(0);
+    b.remember("k5", callHash("/r", body("a")), "k5").answered(answer(1));
+    expect(b.evicted.over_total).toBe(1);
+    expect(b.find("k5", "/r", body("a"))).toBeDefined();
   });
 
   it("counts what /metrics shows: answers kept, and evictions by reason", () => {

@@ -1,3 +1,4 @@
+import { request } from "node:http";
 import { describe, expect, it } from "vitest";
 import { KEPT_BYTES, KEY_BYTES } from "../../api-shim/src/limits/left-generations.ts";
 import type { Harness } from "../support/shim-harness.ts";
@@ -29,11 +30,11 @@ const ANSWER = Buffer.from(
   }),
 );
 
-/** An upstream answering each request with ANSWER after `delayMs`: time for its client to leave (and a retry to come). */
-const largeAnswers = (delayMs = 300) =>
+/** An upstream answering each request with `answer` (ANSWER) after `delayMs`: time for its client to leave (and a retry to come). */
+const largeAnswers = (delayMs = 300, answer = ANSWER) =>
   countingUpstream((req, res) => {
     req.resume();
-    setTimeout(() => res.writeHead(200, { "content-type": "application/json", "content-length": ANSWER.length }).end(ANSWER), delayMs);
+    setTimeout(() => res.writeHead(200, { "content-type": "application/json", "content-length": answer.length }).end(answer), delayMs);
   });
 
 const balance = async (h: Harness, id: string) => (await h.store.getKey(id))!.balance;
@@ -89,6 +90,35 @@ describe("the answers kept for retries, shared between keys", () => {
     // Delivered whole: forgotten, the busy key's three answers still kept.
     expect(await series(h, "shim_retry_memory_entries")).toBe(3);
     expect(await series(h, "shim_retry_memory_bytes")).toBe(3 * ANSWER.length);
+  });
+
+  it("a retry whose client hangs up while the joined answer is being sent leaves it to the next retry, not generated again", async () => {
+    // 15 MiB: more than the sockets' buffers take at once, so the answer is still being sent when the client hangs up.
+    const large = Buffer.from(ANSWER.toString().replace("x".repeat(5 * 1024 * 1024), "x".repeat(15 * 1024 * 1024)));
+    expect(large.length).toBeLessThanOrEqual(KEY_BYTES);
+    const u = await largeAnswers(300, large);
+    const h = await start({ file: FILE, fake: FAKE }, u);
+    const { key, id } = await h.createKey({ credits: CREDITS });
+    await leaveCharged(h, u, key, id);
+    const first = JSON.parse(leftLines(h, id)[0]!) as { reqId: string };
+    const charged = CREDITS * CREDIT - (await balance(h, id));
+    // A retry that reads the answer's head and hangs up.
+    const cut = await new Promise<string | undefined>((resolve, reject) => {
+      const req = request(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json", ...RETRY } }, (res) => {
+        resolve(res.headers["x-joined-request-id"] as string | undefined);
+        res.socket.destroy();
+      });
+      req.on("error", reject);
+      req.end(JSON.stringify(BODY));
+    });
+    expect(cut).toBe(first.reqId);
+    await new Promise((r) => setTimeout(r, 300)); // the shim sees the hang-up
+    const retry = await h.post(key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "2" });
+    expect(retry.status).toBe(200);
+    expect(retry.headers.get("x-joined-request-id")).toBe(first.reqId);
+    expect((await retry.arrayBuffer()).byteLength).toBeGreaterThan(large.length);
+    expect(u.received()).toBe(1); // not generated again
+    expect(await balance(h, id)).toBe(CREDITS * CREDIT - charged); // charged once
   });
 
   it("a retry that waits for the generation it joins is counted as joining it running", async () => {

@@ -1,6 +1,7 @@
 import OpenAI from "openai";
 import { describe, expect, it } from "vitest";
 import { closeApp } from "../../api-shim/src/app.ts";
+import { refillessClock } from "../support/clocks.ts";
 import type { Harness } from "../support/shim-harness.ts";
 import { postAndLeave, shimPerTest } from "../support/upstream-per-test.ts";
 
@@ -94,7 +95,8 @@ describe("an SDK's retry of a non-streamed request whose client left", () => {
   });
 
   it("a joined answer says what the key has left now, not what it had when the generation was charged; its charge is the generation's", async () => {
-    const h = await start({ file: { ...FILE, tiers: { t: { rpm: 100, tpm: 1_000_000, concurrency: null } } }, fake: FAKE });
+    // Buckets that never refill: what the key has left is exactly its requests so far, however slow the run.
+    const h = await start({ file: { ...FILE, tiers: { t: { rpm: 100, tpm: 1_000_000, concurrency: null } } }, fake: FAKE, clock: refillessClock() });
     const { key, id } = await h.createKey({ credits: CREDITS, tier: "t" });
     h.fake.set({ tokenDelayMs: 20, defaultTokens: 20 });
     const once = await leaveAndWaitForCharge(h, key, id);
@@ -109,6 +111,46 @@ describe("an SDK's retry of a non-streamed request whose client left", () => {
     expect(body).toMatchObject({ credits_charged: once / CREDIT, credits_remaining: now });
     // This request's own place in the key's requests/min: the fifth of 100.
     expect(retry.headers.get("x-ratelimit-remaining-requests")).toBe("95");
+  });
+
+  it("a joined answer's credits remaining leave out what the key's requests in flight hold, as any answer's do", async () => {
+    const h = await start({ file: FILE, fake: FAKE });
+    const { key, id } = await h.createKey({ credits: CREDITS });
+    h.fake.set({ tokenDelayMs: 20, defaultTokens: 20 });
+    await leaveAndWaitForCharge(h, key, id);
+    // Another request of the key's, still generating, holds its estimate.
+    h.fake.set({ hang: true });
+    const received = h.fake.counters.received;
+    const ac = new AbortController();
+    const inFlight = fetch(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json" }, body: JSON.stringify({ ...BODY, max_tokens: 100 }), signal: ac.signal }).catch(() => undefined);
+    try {
+      await h.fake.until((c) => c.received > received);
+      const k = (await h.store.getKey(id))!;
+      expect(k.held).toBeGreaterThan(0);
+      const retry = await h.post(key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "1" });
+      expect(retry.headers.get("x-joined-request-id")).not.toBeNull();
+      const available = (k.balance - k.held) / CREDIT;
+      expect(Number(retry.headers.get("x-credits-remaining"))).toBe(available);
+      expect(((await retry.json()) as { credits_remaining: number }).credits_remaining).toBe(available);
+    } finally {
+      ac.abort();
+      await inFlight;
+    }
+  });
+
+  it("a batch call's retry (?batch=1) joins its own generation: the answer says batch_request true, charged once", async () => {
+    const h = await start({ file: FILE, fake: FAKE });
+    h.fake.set({ tokenDelayMs: 75, defaultTokens: 20 }); // 1.5 s: past the client's 1 s timeout
+    const { key, id } = await h.createKey({ credits: CREDITS });
+    const client = new OpenAI({ apiKey: key, baseURL: `${h.url}/v1`, timeout: 1000, maxRetries: 2 });
+    const { data, response } = await client.chat.completions.create(BODY as OpenAI.ChatCompletionCreateParamsNonStreaming, { query: { batch: 1 } }).withResponse();
+    expect(response.headers.get("x-joined-request-id")).not.toBeNull();
+    expect((data as unknown as { batch_request: boolean }).batch_request).toBe(true);
+    await aWhile();
+    expect(h.fake.counters.received).toBe(1);
+    const charged = Number(response.headers.get("x-credits-charged"));
+    expect(await balance(h, id)).toBe((CREDITS - charged) * CREDIT);
+    expect((data as unknown as { credits_charged: number }).credits_charged).toBe(charged);
   });
 
   it("another key's retry of the same body never joins: generated and charged to that key", async () => {

@@ -56,6 +56,8 @@ describe("depth through $ref", () => {
     expect(schemaRefusal(at(2, 9), LIMITS)).toBe("nests more than 10 levels");
     // definitions too, and a pointer's escapes (~1 is "/", ~0 is "~").
     expect(schemaRefusal({ type: "object", properties: { p: { type: "object", properties: { q: { $ref: "#/definitions/a~1b~0c" } } } }, definitions: { "a/b~c": nested(9) } }, LIMITS)).toBe("nests more than 10 levels");
+    // ~01 is "~1", not "/" (RFC 6901 undoes ~1 first): a definition named with a tilde is not a way past the walk.
+    expect(schemaRefusal({ type: "object", properties: { p: { type: "object", properties: { q: { $ref: "#/definitions/a~01b" } } } }, definitions: { "a~1b": nested(9), "a/b": {} } }, LIMITS)).toBe("nests more than 10 levels");
   });
 
   it("passes OpenAI's documented recursive schemas: a ref already on the path is one rule, not infinite depth", () => {

@@ -41,6 +41,9 @@ describe("manage-keys top-up without --idempotency-key, unattended", () => {
   it.each([
     ["at a terminal, CI unset", {}, true],
     ["at a terminal, CI=false", { CI: "false" }, true],
+    ["at a terminal, CI=False (any case)", { CI: "False" }, true],
+    ["at a terminal, CI=0", { CI: "0" }, true],
+    ["at a terminal, CI set but blank", { CI: " " }, true],
   ] as const)("%s: no warning", async (_case, env, tty) => {
     const { id } = await h.createKey({ name: `tty-${Math.random().toString(36).slice(2, 8)}`, credits: 10 });
     const r = await run(["top-up", "--key", id, "--amount", "5"], env, tty);

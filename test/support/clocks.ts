@@ -39,3 +39,12 @@ export function jumpingClock(startMs: number): Clock & { jump(toMs: number): voi
     jump(toMs: number) { base = toMs; started = performance.now(); },
   };
 }
+
+/**
+ * The system's wall clock with monotonic time standing still: token buckets (requests/min,
+ * tokens/min) never refill, so a test can assert exactly what a key has left however slowly the
+ * machine runs (a loaded run refilled a request of a 100/min bucket within the test).
+ */
+export function refillessClock(): Clock {
+  return { now: () => Date.now(), monotonic: () => 0 };
+}
