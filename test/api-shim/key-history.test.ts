@@ -102,10 +102,22 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
     const stack = await events(h, configured.id);
     expect(stack.data).toMatchObject([{ event: "created", request_id: null, changes: [{ field: "tier", to: "small" }, { field: "models", to: null }, { field: "expires_at", to: null }] }]);
 
+    // Its secret replaced in the stack (operations.md, "Rotate a stack key"): the next start puts
+    // the new hash on it and the old secret gets 401 from then on, a `rotated` event without a
+    // request; a start with the same secret records nothing.
+    const store = wrapStore ? wrapStore() : h.store;
+    const replaced = generateKey(configured.id);
+    const entry = { id: configured.id, name: "from-stack", tier: "small", models: null, expiresAt: null, credits: 5 };
+    clock.advance(1000);
+    await store.ensureBootstrapKey({ ...entry, hash: replaced.hash, at: clock.now() });
+    clock.advance(1000);
+    await store.ensureBootstrapKey({ ...entry, hash: replaced.hash, at: clock.now() });
+    expect((await events(h, configured.id)).data.slice(1)).toEqual([{ object: "key_event", event: "rotated", at: "2026-12-07T14:02:07.000Z", request_id: null, changes: [] }]);
+
     // Taken out of the stack: the next start revokes it, no request either.
     clock.advance(1000);
-    expect(await (wrapStore ? wrapStore() : h.store).revokeRemovedBootstrapKeys([], clock.now())).toEqual([configured.id]);
-    expect((await events(h, configured.id)).data.slice(1)).toEqual([{ object: "key_event", event: "revoked", at: "2026-12-07T14:02:07.000Z", request_id: null, changes: [] }]);
+    expect(await store.revokeRemovedBootstrapKeys([], clock.now())).toEqual([configured.id]);
+    expect((await events(h, configured.id)).data.slice(2)).toEqual([{ object: "key_event", event: "revoked", at: "2026-12-07T14:02:09.000Z", request_id: null, changes: [] }]);
 
     // An unknown key, a malformed id: 404 in the shim's error shape; without the admin token: 401.
     for (const bad of ["abcdefghijkl", "not-a-key"]) {

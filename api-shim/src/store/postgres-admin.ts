@@ -46,6 +46,8 @@ export async function ensureBootstrapKeyIn(c: pg.PoolClient, key: NewKey): Promi
   if (isAdminApiKey(found, key)) return { created: false, granted: false, adminKey: true };
   const created = inserted.rowCount === 1;
   if (created) await recordEvent(c, { keyId: key.id, at: key.at, event: "created", requestId: null, changes: creationChanges(key) }); // by the start
+  // The stack's secret replaced (operations.md, "Rotate a stack key"): the old one gets 401 from this start on.
+  else if (found.hash !== key.hash) await recordEvent(c, { keyId: key.id, at: key.at, event: "rotated", requestId: null, changes: [] });
   await c.query("UPDATE keys SET name = $2, hash = $3, tier = $4, models = $5, bootstrap = true WHERE id = $1", [key.id, key.name, key.hash, key.tier, models]);
   const idem = `bootstrap:${key.id}`;
   if (key.credits <= 0 || (await c.query("SELECT 1 FROM ledger WHERE idem = $1", [idem])).rowCount !== 0) return { created, granted: false };

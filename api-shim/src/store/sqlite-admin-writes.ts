@@ -48,6 +48,10 @@ export function ensureBootstrapKeyIn(stmt: Statements, key: NewKey): BootstrapRe
   if (created) {
     stmt.insertKey.run(fields);
     createdEvent(stmt, key); // by the start: no request
+  } else if (found!.hash !== key.hash) {
+    // The stack's secret replaced (operations.md, "Rotate a stack key"): the old one gets 401 from
+    // this start on, which is what a "my key stopped working" ticket asks about.
+    stmt.insertEvent.run(...eventRow({ keyId: key.id, at: key.at, event: "rotated", requestId: null, changes: [] }));
   }
   stmt.updateBootstrap.run(fields); // and marks it as configuration's
   if (key.credits <= 0 || stmt.bootstrapGranted.get(key.id) !== undefined) return { created, granted: false };
