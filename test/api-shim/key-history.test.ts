@@ -72,6 +72,7 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
     // Renamed (a person's name erased): that it changed, never from what to what.
     clock.advance(1000);
     const renamed = await patch(h, id, { name: "team-07" });
+    await patch(h, id, { name: "team-07" }); // the name it has: nothing recorded
     clock.advance(1000);
     const moved = await patch(h, id, { expires_at: null });
     clock.advance(1000);
