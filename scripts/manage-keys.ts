@@ -16,7 +16,7 @@ import { commaList, EXIT_CODES_USAGE, instantFlag, type Io, npmDashHint, parseFl
 import { closestName } from "./lib/closest-name.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { formatKeys, shownTime } from "./lib/key-list.ts";
-import { keyHistory } from "./lib/key-history.ts";
+import { keyHistory, otherNamesakes } from "./lib/key-history.ts";
 import { REJECTED_TOKEN_FLAGS, resolveAdminTarget, TARGET_OPTIONS, TARGET_USAGE } from "./lib/tenant-target.ts";
 
 const USAGE = `Usage: npm run manage-keys -- <command> (--stack <name> | --url <base URL>) [options]
@@ -219,8 +219,10 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
     }
     case "history": {
       // By name, a revoked or expired key too when it alone had the name ("my key stopped working").
-      const key = findKey(await client.listKeys(), required("key", flags.key, "the id or name of the key whose history to show"));
-      return keyHistory(client, key, flags.json === true, io);
+      const listed = await client.listKeys();
+      const given = required("key", flags.key, "the id or name of the key whose history to show");
+      const key = findKey(listed, given);
+      return keyHistory(client, key, flags.json === true, io, otherNamesakes(listed, key, given));
     }
     case "revoke": {
       const listed = await client.listKeys();

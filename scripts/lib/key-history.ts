@@ -1,7 +1,7 @@
 // manage-keys history: a key's changes as the ledger keeps them (GET /admin/keys/{id}/events):
 // when it was created, rotated, updated (what changed) and revoked, and by which admin request.
 // "My key stopped working at 14:02" is checked here, long after the shim's log has rotated away.
-import { AdminApiError, type AdminClient, type ApiKey } from "./admin-client.ts";
+import { AdminApiError, type AdminClient, type ApiKey, keyReference, keyStatus } from "./admin-client.ts";
 import { type Io, UsageError } from "./cli.ts";
 import { shownTime } from "./key-list.ts";
 import { formatTable } from "./table.ts";
@@ -27,8 +27,20 @@ export interface KeyHistory {
   readonly data: readonly KeyEvent[];
 }
 
-/** Prints `key`'s history: a table (oldest first), or with `json` the API's answer. */
-export async function keyHistory(client: AdminClient, key: ApiKey, json: boolean, io: Io): Promise<number> {
+/**
+ * The other keys that have the name `--key` gave, when it named `key` by that name: findKey takes
+ * the one in use, but "my key stopped working" is often about a revoked one whose name a new key
+ * took (create --from, a rotation by hand), whose history the table would not show.
+ */
+export function otherNamesakes(keys: readonly ApiKey[], key: ApiKey, given: string): ApiKey[] {
+  return keyReference(keys, given) === key.id ? [] : keys.filter((k) => k.id !== key.id && k.name === key.name);
+}
+
+/**
+ * Prints `key`'s history: a table (oldest first), or with `json` the API's answer; on stderr, the
+ * other keys its name covers (`namesakes`), each with its status, to ask for by id.
+ */
+export async function keyHistory(client: AdminClient, key: ApiKey, json: boolean, io: Io, namesakes: readonly ApiKey[] = []): Promise<number> {
   let history: KeyHistory;
   try {
     history = await client.keyEvents(key.id);
@@ -40,6 +52,10 @@ export async function keyHistory(client: AdminClient, key: ApiKey, json: boolean
     throw err;
   }
   io.out(json ? JSON.stringify(history, null, 2) : formatHistory(key, history));
+  if (namesakes.length > 0) {
+    const shown = namesakes.map((k) => `${k.id} (${keyStatus(k)}${k.revoked_at === null ? "" : ` ${shownTime(k.revoked_at)}`})`).join(", ");
+    io.err(`This is the history of ${key.id}, the key in use named ${key.name}; other keys have that name: ${shown}. Give an id (history --key <id>) for that key's history.`);
+  }
   return 0;
 }
 

@@ -68,6 +68,20 @@ describe("manage-keys history", () => {
     expect(stackRow.slice(header.indexOf("REVOKED")).split(/ +/).slice(0, 2)).toEqual(["-", "active"]);
   });
 
+  it("a name a new key took after the ticket's key was revoked: the key in use's history, and the revoked one's id to ask for", async () => {
+    const revoked = JSON.parse((await keys(["list", "--json"])).out).find((k: { name: string }) => k.name === "team-7") as { id: string };
+    clock.advance(60_000);
+    expect((await keys(["create", "--name", "team-7", "--credits", "5", "--tier", "developer"])).code).toBe(0);
+    const r = await keys(["history", "--key", "team-7"]);
+    expect(r.code, r.err).toBe(0);
+    const current = /^History of key team-7 \((\w{12})\)/.exec(r.out)![1]!;
+    expect(current).not.toBe(revoked.id);
+    expect(r.err).toContain(`This is the history of ${current}, the key in use named team-7; other keys have that name: ${revoked.id} (revoked 2026-12-07T14:05:00Z). Give an id (history --key <id>) for that key's history.`);
+    // By id: that key's alone, nothing said of the others; --json's stdout stays the API's answer.
+    const byId = await keys(["history", "--key", revoked.id, "--json"]);
+    expect([byId.code, (JSON.parse(byId.out) as KeyHistory).key_id, byId.err]).toEqual([0, revoked.id, ""]);
+  });
+
   it("a stack key's creation came from the shim's start, not a request", async () => {
     const r = await keys(["history", "--key", "from-stack"]);
     expect(r.code, r.err).toBe(0);
