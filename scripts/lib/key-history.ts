@@ -62,8 +62,12 @@ export async function keyHistory(client: AdminClient, key: ApiKey, json: boolean
 export function formatHistory(key: ApiKey, history: KeyHistory): string {
   const head = `History of key ${key.name} (${key.id}), oldest first; times UTC.`;
   // Said, not made up: a key older than the history has no `created` line, and its changes before
-  // the upgrade are not known (its creation time is the key's own created_at).
-  const before = history.complete ? [] : [`Kept since the shim's upgrade that added key histories: the key was created ${shownTime(key.created_at)}, before it, and changes before the upgrade are not recorded.`];
+  // the upgrade are not known (its creation time is the key's own created_at); a history that
+  // starts with the creation yet is not complete missed a change an older shim made.
+  const gap = history.data[0]?.event === "created"
+    ? "Not complete: the key was changed by a shim without key histories (the previous version, run again for a while), and that change is not recorded; `manage-keys list` shows the key as it is now."
+    : `Kept since the shim's upgrade that added key histories: the key was created ${shownTime(key.created_at)}, before it, and changes before the upgrade are not recorded.`;
+  const before = history.complete ? [] : [gap];
   if (history.data.length === 0) return [head, ...before, "No changes recorded since."].join("\n");
   const table = formatTable<KeyEvent>([
     { header: "TIME", value: (e) => shownTime(e.at) },

@@ -167,6 +167,29 @@ describe("a key's history (GET /admin/keys/{id}/events)", () => {
     await back.close();
   });
 
+  it("a key the previous version revoked (going back to it, as upgrading.md allows) has a history that says it is not complete; one it left alone is complete", async () => {
+    // Found by the review of the key history: the revocation had no event, and `complete: true`
+    // showed ["created"] as the whole story of a key `manage-keys list` shows REVOKED.
+    const file = `${tempDir("shim-keyhist-")}/gap.db`;
+    const [revoked, untouched] = [generateKey(), generateKey()];
+    const made = new SqliteStore(file);
+    for (const k of [revoked, untouched]) await made.createKey({ id: k.id, name: "n", hash: k.hash, tier: "big", models: null, expiresAt: null, credits: 5, at: 1, requestId: "r1" });
+    await made.close();
+    const previous = await previousStores();
+    const old = new previous.SqliteStore(file);
+    await old.revokeKey(revoked.id, 3);
+    await old.close();
+    let upgraded: SqliteStore | undefined;
+    const h = await startShim({ file: FILE, wrapStore: () => (upgraded = new SqliteStore(file)) });
+    try {
+      expect(await events(h, revoked.id)).toMatchObject({ complete: false, data: [{ event: "created" }] });
+      expect(await events(h, untouched.id)).toMatchObject({ complete: true, data: [{ event: "created" }] });
+    } finally {
+      await h.close();
+      await upgraded?.close();
+    }
+  });
+
   describe("Postgres store", () => {
     let server: RunningPostgres;
     beforeAll(async () => { server = await startPostgres(); }, 60_000);

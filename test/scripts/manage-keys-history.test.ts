@@ -101,6 +101,20 @@ describe("manage-keys history", () => {
     }
   });
 
+  it("a history from the creation that is not complete (a change made by the previous version): said, the events shown", async () => {
+    const created = { object: "key_event", event: "created", at: "2026-12-07T10:00:00.000Z", request_id: "r1", changes: [{ field: "tier", to: "developer" }, { field: "models", to: null }, { field: "expires_at", to: null }] };
+    const old = await fakeShim(200, { object: "list", key_id: LISTED_KEY.id, complete: false, data: [created] });
+    try {
+      const r = await runManageKeys(h, ["history", "--url", old.url, "--key", "team-07"]);
+      expect(r.code, r.err).toBe(0);
+      expect(r.out.split("\n").slice(0, 2)).toEqual(["History of key team-07 (AAAAAAAAAAAA), oldest first; times UTC.",
+        "Not complete: the key was changed by a shim without key histories (the previous version, run again for a while), and that change is not recorded; `manage-keys list` shows the key as it is now."]);
+      expect(r.out).toMatch(/created +tier developer; models all; expires never +r1$/m);
+    } finally {
+      old.close();
+    }
+  });
+
   it("a shim older than the route: says to upgrade it (exit 4); usage mistakes are refused before anything is sent", async () => {
     const old = await fakeShim(404, { error: { message: "Unknown route: GET /admin/keys/AAAAAAAAAAAA/events", type: "invalid_request_error", param: null, code: "not_found" } });
     try {

@@ -4,6 +4,7 @@ import { ShimError } from "../errors.ts";
 import { isKeyId } from "../auth/keys.ts";
 import { onlyKnown } from "../requests/known-members.ts";
 import type { FieldChange, KeyEvent } from "../store/store.ts";
+import { historyIsComplete } from "../store/key-events.ts";
 
 /**
  * GET /admin/keys/{id}/events (beyond DESIGN.md's routes, docs/decisions.md): the key's history,
@@ -18,11 +19,12 @@ export function keyEventRoutes(app: FastifyInstance, ctx: ShimContext): void {
   app.get<{ Params: { id: string } }>("/admin/keys/:id/events", async (request, reply) => {
     onlyKnown(request.query as object, [], "query parameter");
     if (!isKeyId(request.params.id)) throw keyNotFound();
-    const events = await ctx.store.keyEvents(request.params.id);
-    if (events === undefined) throw keyNotFound();
-    // `complete`: the history starts with the key's creation. False for a key made before the
-    // upgrade that added histories: what changed before it is not known, and is not made up.
-    return reply.send({ object: "list", key_id: request.params.id, complete: events[0]?.event === "created", data: events.map(showEvent) });
+    const [events, key] = await Promise.all([ctx.store.keyEvents(request.params.id), ctx.store.getKeyDetails(request.params.id)]);
+    if (events === undefined || key === undefined) throw keyNotFound();
+    // `complete`: the history starts with the key's creation and agrees with its row. False for a
+    // key made before the upgrade that added histories, or changed by an older shim since: what
+    // changed then is not known, and is not made up.
+    return reply.send({ object: "list", key_id: request.params.id, complete: historyIsComplete(events, key), data: events.map(showEvent) });
   });
 }
 

@@ -71,3 +71,21 @@ export function changeEvent(keyId: string, before: KeyBefore, changes: KeyChange
 
 /** A row's `models` column (JSON text in SQLite, jsonb as parsed by pg) as a list, or null. */
 export const modelsOf = (models: string | string[] | null): string[] | null => (typeof models === "string" ? (JSON.parse(models) as string[]) : models);
+
+/**
+ * Whether `events` tell the key's whole story: they start with its creation and leave it as its
+ * row is now. A change made by a shim older than histories (going back to the previous version, as
+ * upgrading.md allows) has no event: the row then disagrees (revoked with no `revoked` event; a
+ * tier, models or expiry not where the events leave them), and the history is said to be
+ * incomplete rather than shown whole (found by the review of the key history: a key revoked in
+ * that window showed `["created"]` and complete). A stack key's tier and models are set from the
+ * stack at each start without events (documented), so they are not compared for it.
+ */
+export function historyIsComplete(events: readonly KeyEvent[], key: KeyBefore & { revokedAt: number | null; fromConfiguration: boolean }): boolean {
+  if (events[0]?.event !== "created") return false;
+  if ((key.revokedAt !== null) !== events.some((e) => e.event === "revoked")) return false;
+  const last = new Map<KeyField, FieldValue | undefined>();
+  for (const e of events) for (const c of e.changes) if ("to" in c) last.set(c.field, c.to);
+  const agrees = (field: KeyField, now: FieldValue) => JSON.stringify(last.get(field) ?? null) === JSON.stringify(now);
+  return agrees("expires_at", key.expiresAt) && (key.fromConfiguration || (agrees("tier", key.tier) && agrees("models", key.models)));
+}
