@@ -37,7 +37,8 @@ Commands:
            Each key goes to the hand-out (name,base_url,key_id,key; mode 0600) as it is made:
            --handout <file>, default ./<stack>-keys-<UTC time>.csv (with --url, the host's
            name), never overwritten; relative paths start at the repository's root, where npm
-           runs the script. Progress on stderr; Ctrl-C stops once the key being made is saved
+           runs the script. Progress on stderr; Ctrl-C stops once the key being made is saved.
+           A key the hand-out's disk cannot take is printed on stdout (exit 1): save it
   list     every key: balance, held, requests in flight, remaining, tier, when it was created,
            expires and was revoked, status, source
            (config: from the stack's gpu-sandbox:keys, changed there, not with update or rotate)

@@ -9,6 +9,7 @@ import { EXIT_CODES_USAGE, formatDuration, instantFlag, numberFlag, parseFlags, 
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { INTERRUPTED_EXIT_CODE, watchInterruption } from "./lib/interruption.ts";
 import { commandLine, destroyArgs, tail } from "./lib/pulumi.ts";
+import { lineSplitter, takeForce } from "./lib/reap-args.ts";
 import { earlierExpiryNote, revokedLines } from "./lib/reap-messages.ts";
 import { ReapReport } from "./lib/reap-report.ts";
 import { type Expiry, expiryOf, FAILED_DEPLOY, mapLimit, outputsOf, readTenants, relative, type Tenant } from "./lib/tenants.ts";
@@ -53,8 +54,8 @@ Pulumi's safe cancel, then names each stack interrupted and exits 130: run it ag
   --now <iso>         judge expiry at this time instead of now: a timestamp with its zone,
                       e.g. 2026-03-01T18:00:00Z
   --concurrency <n>   destroys at a time (default 2)
-  --json              once the run is over (failed or interrupted too, its exit code as without
-                      it), a JSON array on stdout, a row per stack: stack, action ("destroyed",
+  --json              once the run is over (failed, interrupted or stopped by an error too, its
+                      exit code as without it), a JSON array on stdout, a row per stack: stack, action ("destroyed",
                       "would-destroy" in a dry run, "kept", "failed", "unknown" when its expiry
                       cannot be told, "interrupted"), expiresAt (null: none), failedDeploy,
                       reason (why kept, failed, unknown or interrupted, or destroyed without its
@@ -155,13 +156,25 @@ export async function reapExpired(options: ReapOptions, deps: ScriptDeps): Promi
   // failed or interrupted too (a bad flag, or no pulumi CLI, prints none: nothing was considered).
   const { io } = deps;
   const print = (report: ReapReport) => io.out(JSON.stringify(report.rows(), null, 2));
-  const { code, report } = await reap(options, { ...deps, io: { ...io, out: io.err, write: io.err } }, print);
-  print(report);
-  return code;
+  // Once the stacks are judged, the rows exist: a run that then throws (a bug's path) prints them
+  // before its error, the stack it threw in marked failed, and exits as it would without --json.
+  let judged: ReapReport | undefined;
+  try {
+    const { code, report } = await reap(options, { ...deps, io: { ...io, out: io.err, write: io.err } }, { beforeExit: print, judged: (r) => (judged = r) });
+    print(report);
+    return code;
+  } catch (err) {
+    if (judged) print(judged);
+    throw err;
+  }
 }
 
-/** `beforeExit`: called with the rows when a second signal is about to exit the script at once. */
-async function reap(options: ReapOptions, deps: ScriptDeps, beforeExit?: (report: ReapReport) => void): Promise<{ code: number; report: ReapReport }> {
+/**
+ * `beforeExit`: called with the rows when a second signal is about to exit the script at once;
+ * `judged`: with the report once every stack has its row (what a run that throws later can print).
+ */
+async function reap(options: ReapOptions, deps: ScriptDeps, hooks: { beforeExit?: (report: ReapReport) => void; judged?: (report: ReapReport) => void } = {}): Promise<{ code: number; report: ReapReport }> {
+  const { beforeExit } = hooks;
   const { io, pulumi } = deps;
   if (!(await pulumi.available())) throw new UsageError("reap-expired needs the pulumi CLI on PATH (and, in cron, PATH set to include it)");
   io.out(`Checking stacks at ${iso(options.now)}…`);
@@ -171,6 +184,7 @@ async function reap(options: ReapOptions, deps: ScriptDeps, beforeExit?: (report
   const forced = (stack: string) => options.force === "all" || options.force.has(stack);
   const plan = planReap(tenants, options.now);
   const { report } = plan;
+  hooks.judged?.(report);
   const done = (code: number) => ({ code, report });
   for (const line of plan.lines) io.out(`  ${line}`);
   // --force names a stack to destroy even without its usage: it does not make one expire. Said,
@@ -211,6 +225,9 @@ async function reap(options: ReapOptions, deps: ScriptDeps, beforeExit?: (report
   const interrupted: string[] = [];
   const notStarted: string[] = [];
   const working = new Map<string, "export" | "destroy">();
+  // An error thrown in a stack's reap (not a failure it reports: a bug's path): no further stack is
+  // started, those under way finish, then it is thrown, after the rows (--json) say what was done.
+  let thrown: { stack: string; error: unknown } | undefined;
   const interruption = watchInterruption(deps.signals, {
     first: () => {
       if (working.size === 0) io.err("interrupted: starting no further stack (again to stop now)");
@@ -238,15 +255,27 @@ async function reap(options: ReapOptions, deps: ScriptDeps, beforeExit?: (report
         report.set(stack, { action: "interrupted", reason: "not started: the run was interrupted" });
         return;
       }
+      if (thrown) {
+        report.set(stack, { action: "interrupted", reason: `not started: the run stopped on an error in ${thrown.stack}` });
+        return;
+      }
       working.set(stack, "export");
       try {
         await reapOne(stack, at);
+      } catch (error) {
+        report.set(stack, { action: "failed", reason: (error as Error).message ?? String(error) });
+        thrown ??= { stack, error };
       } finally {
         working.delete(stack);
       }
     });
   } finally {
     interruption.dispose();
+  }
+  if (thrown) {
+    const skipped = report.rows().filter((r) => r.reason === `not started: the run stopped on an error in ${thrown!.stack}`).map((r) => r.stack);
+    if (skipped.length) io.err(`Stopped on an error in ${thrown.stack}; not started: ${skipped.join(", ")}. Run reap-expired again once it is fixed.`);
+    throw thrown.error;
   }
 
   async function reapOne(stack: string, at: Date): Promise<void> {
@@ -327,47 +356,6 @@ async function reap(options: ReapOptions, deps: ScriptDeps, beforeExit?: (report
 
 /** What to do about a stack whose destroy a signal cut short: Pulumi's lock may outlive it (pulumi/pulumi#1077). */
 const runAgain = (stack: string) => `run reap-expired again to destroy it (if pulumi says the stack is locked, first \`pulumi cancel --stack ${stack}\`)`;
-
-/** Turns output chunks into whole lines (chunks split lines anywhere), skipping blank ones. */
-function lineSplitter(emit: (line: string) => void): { push: (chunk: string) => void; flush: () => void } {
-  let rest = "";
-  return {
-    push(chunk) {
-      const parts = (rest + chunk).split(/\r?\n/);
-      rest = parts.pop() ?? "";
-      for (const p of parts) if (p.trim() !== "") emit(p.trimEnd());
-    },
-    flush() {
-      if (rest.trim() !== "") emit(rest.trimEnd());
-      rest = "";
-    },
-  };
-}
-
-/**
- * `--force [<stack>]`, taken out of argv before parseArgs, which has no optional values: a name
- * after it (anything not a flag: the script takes no other words) forces that stack only.
- */
-export function takeForce(argv: readonly string[]): { rest: string[]; force: "all" | Set<string> } {
-  const rest: string[] = [];
-  const stacks = new Set<string>();
-  let all = false;
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg.startsWith("--force=")) {
-      const name = arg.slice("--force=".length);
-      if (name === "") throw new UsageError("--force= needs a stack name; --force alone forces every expired stack");
-      stacks.add(name);
-    } else if (arg === "--force") {
-      const next = argv[i + 1];
-      if (next !== undefined && !next.startsWith("-")) {
-        stacks.add(next);
-        i++;
-      } else all = true;
-    } else rest.push(arg);
-  }
-  return { rest, force: all ? "all" : stacks };
-}
 
 export async function main(argv: readonly string[], partial: Partial<ScriptDeps> = {}): Promise<number> {
   const deps = withDefaults(partial);

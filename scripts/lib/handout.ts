@@ -2,7 +2,7 @@
 // key_id,key`, to give each user theirs. The secrets are shown once, in the create's answer: each
 // key is written and flushed to disk as soon as it is made, so a run cut short (the shim gone, a
 // lost answer, Ctrl-C, the machine's power) leaves every key it made in the file.
-import { closeSync, existsSync, fsyncSync, openSync, rmSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, fsyncSync, ftruncateSync, openSync, rmSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 import { csvLine } from "../../api-shim/src/csv-cell.ts";
 import { syncDirectory } from "../../api-shim/src/sync-directory.ts";
@@ -20,11 +20,21 @@ export function handoutRefusal(path: string): string | undefined {
   return undefined;
 }
 
+/** Keys as hand-out lines, the header first: what the file holds, for keys it could not take. */
+export function handoutText(keys: readonly CreatedKey[], baseUrl: string): string {
+  return [HANDOUT_COLUMNS, ...keys.map((k) => [k.name, baseUrl, k.id, k.key])].map((cells) => csvLine(cells)).join("");
+}
+
 export interface Handout {
   readonly path: string;
+  /** The base URL its lines give (with /v1). */
+  readonly baseUrl: string;
   /** How many keys it holds. */
   readonly keys: number;
-  /** Appends a key's line and flushes it to disk before returning. */
+  /**
+   * Appends a key's line and flushes it to disk before returning. A write that fails (a full disk)
+   * throws, the file cut back to the lines before it: a half line is not left for a user to get.
+   */
   add(key: CreatedKey): void;
   /** Closes it; a hand-out that holds no key is removed (it was made by this run, empty). */
   close(): void;
@@ -45,7 +55,9 @@ export function openHandout(path: string, baseUrl: string): Handout {
     throw new UsageError(`cannot write the hand-out ${path}: ${(err as Error).message}`, { exit: writeFailureClass(err) });
   }
   const write = (text: string) => {
-    writeSync(fd, text);
+    // A nearly full disk takes part of a write without an error: the rest is written again, which fails if it cannot.
+    const bytes = Buffer.from(text);
+    for (let done = 0; done < bytes.length; ) done += writeSync(fd, bytes, done);
     fsyncSync(fd);
   };
   write(csvLine(HANDOUT_COLUMNS));
@@ -56,11 +68,22 @@ export function openHandout(path: string, baseUrl: string): Handout {
   let open = true;
   return {
     path,
+    baseUrl,
     get keys() {
       return keys;
     },
     add(key) {
-      write(csvLine([key.name, baseUrl, key.id, key.key]));
+      const size = fstatSync(fd).size;
+      try {
+        write(csvLine([key.name, baseUrl, key.id, key.key]));
+      } catch (err) {
+        try {
+          ftruncateSync(fd, size);
+        } catch {
+          // The disk refuses that too: the error below says the key is not in the file.
+        }
+        throw err;
+      }
       keys++;
     },
     close() {

@@ -9,7 +9,7 @@ import type { AdminClient, AdminTarget, CreatedKey } from "./admin-client.ts";
 import { UsageError } from "./cli.ts";
 import { type CreateBody, createKey, expiryNotApplied, noCreditsLine } from "./create-key.ts";
 import type { ScriptDeps } from "./deps.ts";
-import { type Handout, handoutRefusal, openHandout } from "./handout.ts";
+import { type Handout, handoutRefusal, handoutText, openHandout } from "./handout.ts";
 import { INTERRUPTED_EXIT_CODE, watchInterruption } from "./interruption.ts";
 import { manageKeysCommand } from "./manage-keys-command.ts";
 import { againstKeys, expiryProblem, problemText, type RosterDefaults, type RosterEntry, type RosterProblem, readRoster } from "./roster.ts";
@@ -129,8 +129,12 @@ export async function createFromRoster(run: RosterRun, deps: ScriptDeps, connect
       } finally {
         inFlight = undefined;
       }
-      handout.add(created);
       made.push(created);
+      try {
+        handout.add(created);
+      } catch (err) {
+        throw unwritten(err, created, handout, { entry, made: made.length, total, json: run.json, io });
+      }
       io.err(`created ${made.length}/${total}: ${created.name}`);
       const expiryLost = expiryNotApplied(created, entry.expiresAt, entry.expiresAt === run.defaults.expiresAt ? "--expires-at" : `line ${entry.line}'s expires_at`);
       // Exit 1, as a single create's: the API made the key (nothing refused), only not as asked.
@@ -158,6 +162,25 @@ export async function createFromRoster(run: RosterRun, deps: ScriptDeps, connect
     // For scripts: the keys made, however the run ended (the hand-out has them too).
     if (run.json) io.out(JSON.stringify(made, null, 2));
   }
+}
+
+/**
+ * The hand-out could not take a key just made (a full disk, EIO): its secret, shown nowhere else,
+ * is printed instead, so that no key is left billable with a secret nobody has (decisions.md). With
+ * --json it is in the array printed on stdout; else its hand-out line goes to stdout, header first,
+ * for `> elsewhere.csv`. Exit 1: a key was made, so not "nothing was sent". The run stops: the
+ * next key would meet the same disk.
+ */
+function unwritten(err: unknown, key: CreatedKey, handout: Handout, at: { entry: RosterEntry; made: number; total: number; json: boolean; io: ScriptDeps["io"] }): UsageError {
+  if (!at.json) at.io.out(handoutText([key], handout.baseUrl).trimEnd());
+  const where = at.json ? "in the JSON printed on stdout" : "printed on stdout above, as its hand-out line (name,base_url,key_id,key)";
+  const before = at.made - 1;
+  return new UsageError(
+    `cannot write the hand-out ${handout.path}: ${(err as Error).message}\n` +
+      `The key for line ${at.entry.line} (${key.name}, id ${key.id}) was created, and its secret is ${where}: save it now, it is shown nowhere else.\n` +
+      `Stopped at line ${at.entry.line}, ${at.made} of ${at.total} keys made: ${keptIn(before, handout, "made before it")}. Free some space (or give another --handout), then run the same command again: it skips the names that have a key, ${key.name} too.`,
+    { cause: err, exit: "failed" },
+  );
 }
 
 /** What a create whose answer a second Ctrl-C cut off may have left: as createKey says it for a lost answer. */

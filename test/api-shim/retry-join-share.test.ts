@@ -135,4 +135,32 @@ describe("the answers kept for retries, shared between keys", () => {
     expect(await series(h, 'shim_retry_joins_total{outcome="running"}')).toBe(1);
     expect(await series(h, 'shim_retry_joins_total{outcome="finished"}')).toBe(0);
   });
+
+  it("a retry whose delivery is cut (its client gone while the answer is written) is not counted; the next retry, which gets it whole, is: one join for one answer", async () => {
+    // 15 MiB: more than the sockets between the shim and a client that stops reading hold.
+    const big = Buffer.from(JSON.stringify({ ...JSON.parse(ANSWER.toString()), choices: [{ index: 0, message: { role: "assistant", content: "x".repeat(15 * 1024 * 1024) }, finish_reason: "stop" }] }));
+    const u = await countingUpstream((req, res) => {
+      req.resume();
+      setTimeout(() => res.writeHead(200, { "content-type": "application/json", "content-length": big.length }).end(big), 300);
+    });
+    const h = await start({ file: FILE, fake: FAKE }, u);
+    const { key, id } = await h.createKey({ credits: CREDITS });
+    await leaveCharged(h, u, key, id);
+    // The first retry reads the joined answer's headers, then its client goes away.
+    const cut = request(`${h.url}/v1/chat/completions`, { method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json", ...RETRY } });
+    cut.on("error", () => {});
+    const joinedBy = await new Promise<string | undefined>((resolve) => {
+      cut.on("response", (res) => (res.pause(), resolve(res.headers["x-joined-request-id"] as string | undefined)));
+      cut.end(JSON.stringify(BODY));
+    });
+    expect(joinedBy).toBeDefined();
+    cut.destroy();
+    await new Promise((r) => setTimeout(r, 300)); // the shim sees the close: the answer is the next retry's again
+    const retry = await h.post(key, "/v1/chat/completions", BODY, RETRY);
+    expect(retry.headers.get("x-joined-request-id")).toBe(joinedBy);
+    expect((await retry.arrayBuffer()).byteLength).toBeGreaterThan(big.length);
+    expect(u.received()).toBe(1);
+    expect(await series(h, 'shim_retry_joins_total{outcome="finished"}')).toBe(1);
+    expect(await series(h, 'shim_retry_joins_total{outcome="running"}')).toBe(0);
+  });
 });

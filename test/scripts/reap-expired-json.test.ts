@@ -78,6 +78,34 @@ describe("reap-expired --json", () => {
     });
   });
 
+  it("a run that throws in a stack (its destroy rejects, a bug's path) prints the rows so far, that stack failed with the error, then fails as without --json", async () => {
+    const run = async (argv: string[]) => {
+      const { root, pulumi } = fixtureTenants();
+      const bravo = pulumi.stacks.get("bravo")!;
+      bravo.outputs = { ...bravo.outputs, endpoint: `${shim.url}/v1`, adminToken: shim.adminToken, createdAt: "2026-01-01T00:00:00Z" };
+      pulumi.stacks.set("golf", { outputs: {} });
+      pulumi.script = (args) => {
+        if (args[0] === "destroy" && pulumi.stackArg(args) === "bravo") throw Object.assign(new Error("spawn pulumi EAGAIN"), { code: "EAGAIN" });
+        return undefined;
+      };
+      const io = memoryIo();
+      // The error is thrown on (a stack trace, exit 1), with or without --json.
+      await expect(main(argv, { root, pulumi, io, env: {}, now: () => NOW })).rejects.toThrow("spawn pulumi EAGAIN");
+      return io;
+    };
+    const io = await run(["--yes", "--json", "--concurrency", "1"]);
+    expect(io.stdout, io.stderr.join("\n")).toHaveLength(1);
+    const rows = JSON.parse(io.stdout[0]!) as ReapRow[];
+    const row = (stack: string) => rows.find((r) => r.stack === stack)!;
+    expect(row("bravo")).toMatchObject({ action: "failed", reason: "spawn pulumi EAGAIN", revokedKeys: expect.any(Number) });
+    expect(row("bravo").usageFile).toMatch(/bravo-usage-/); // what was done before the throw: its usage saved
+    // No further stack is started after it: foxtrot, due too, is told as not started.
+    expect(row("foxtrot")).toMatchObject({ action: "interrupted", reason: "not started: the run stopped on an error in bravo" });
+    expect(actions(rows)).toMatchObject({ alpha: "kept", golf: "kept" });
+    expect(io.stderr.join("\n")).toContain("Stopped on an error in bravo; not started: foxtrot. Run reap-expired again once it is fixed.");
+    expect((await run(["--yes", "--concurrency", "1"])).stdout.join("\n")).toContain("[bravo] destroying");
+  });
+
   it("--force: a stack destroyed without its usage says why in its reason", async () => {
     const { code, row } = await reap(["--yes", "--json", "--force", "bravo"], (p) => p.stacks.set("golf", { outputs: {} }), false);
     expect(code).toBe(0);

@@ -254,7 +254,7 @@ export class LeftGenerations {
     return pick;
   }
 
-  /** A retry was answered with a left generation's answer (joined-retry.ts). */
+  /** A retry got a left generation's answer whole (joined-retry.ts): once per generation, since it is then forgotten. */
   joined(outcome: JoinOutcome): void {
     this.joins[outcome]++;
   }

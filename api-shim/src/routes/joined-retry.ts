@@ -82,9 +82,13 @@ export async function answerJoined(ctx: ShimContext, request: FastifyRequest, re
     ctx.inflight.closeIfDraining(reply.raw);
     const headers = { "x-request-id": request.id, ...authHeaders(ctx, request, answer.cost, available), "content-type": "application/json", "content-length": body.length };
     reply.raw.writeHead(answer.status, { ...headers, [JOINED_HEADER]: g.requestId });
-    ctx.leftGenerations.joined(joined);
-    // Delivered whole: forgotten, so a later retry of another call with the same body generates its own.
-    reply.raw.once("finish", () => ctx.leftGenerations.drop(g));
+    // Delivered whole: counted (shim_retry_joins_total: each generation once, as a delivery cut
+    // here leaves it to the next retry, which would count it again) and forgotten, so a later
+    // retry of another call with the same body generates its own.
+    reply.raw.once("finish", () => {
+      ctx.leftGenerations.joined(joined);
+      ctx.leftGenerations.drop(g);
+    });
     reply.raw.once("close", () => reply.raw.writableFinished || (g.claimed = false));
     sending = true;
     reply.raw.end(body);
