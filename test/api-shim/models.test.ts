@@ -209,6 +209,47 @@ describe("?batch= on the free read routes (a client that sends it with every req
 });
 
 /**
+ * A batch job estimates its cost before it runs: each listed model says what its requests are
+ * charged (before, only a first request's x-credits-charged did), and the estimate made from it
+ * is what the job is then charged.
+ */
+describe("GET /v1/models says each model's prices", () => {
+  let h: Harness;
+
+  beforeAll(async () => {
+    h = await startShim({
+      file: {
+        pricing: { request: 1, batchRequest: 3, models: { "qwen2.5-7b": { promptPer1k: 0.5, completionPer1k: 2, cachedPromptPer1k: 0.25 } } },
+        models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }, { name: "bge-m3", maxModelLen: 8192 }],
+      },
+    });
+  });
+  afterAll(() => h.close());
+
+  type Priced = { id: string; pricing: { id: string; request: number; batch_request: number; prompt_per_1k: number; cached_prompt_per_1k: number; completion_per_1k: number } };
+
+  it("in credits, on the list and on one model's entry; a model without token prices has them at 0", async () => {
+    const { key } = await h.createKey({ credits: 100 });
+    const listed = (await h.client(key).models.list()).data as unknown as Priced[];
+    const qwen = listed.find((m) => m.id === "qwen2.5-7b")!.pricing;
+    expect(qwen).toEqual({ id: expect.stringMatching(/^[0-9a-f]{16}$/), request: 1, batch_request: 3, prompt_per_1k: 0.5, cached_prompt_per_1k: 0.25, completion_per_1k: 2 });
+    expect(listed.find((m) => m.id === "bge-m3")!.pricing).toMatchObject({ request: 1, batch_request: 3, prompt_per_1k: 0, cached_prompt_per_1k: 0, completion_per_1k: 0 });
+    expect(((await h.client(key).models.retrieve("qwen2.5-7b")) as unknown as Priced).pricing).toEqual(qwen);
+  });
+
+  it("the price a job reads is the one it is charged: a batch chat's estimate from its usage equals its x-credits-charged", async () => {
+    const { key } = await h.createKey({ credits: 100 });
+    const p = ((await h.client(key).models.list()).data as unknown as Priced[]).find((m) => m.id === "qwen2.5-7b")!.pricing;
+    const { data, response } = await h.client(key).chat.completions
+      .create({ model: "qwen2.5-7b", max_tokens: 10, messages: [{ role: "user", content: "hi" }] }, { query: { batch: 1 } })
+      .withResponse();
+    const u = data.usage!;
+    const estimate = p.batch_request + (u.prompt_tokens * p.prompt_per_1k + u.completion_tokens * p.completion_per_1k) / 1000;
+    expect(Number(response.headers.get("x-credits-charged"))).toBeCloseTo(estimate, 4);
+  });
+});
+
+/**
  * The model list is a short request: it must not queue behind the generations that fill the
  * upstream pool (256 connections), else a client listing models at peak load waits for a
  * generation to end (or for the upstream timeout) before its answer.

@@ -1,4 +1,4 @@
-import { RateLimitError } from "openai";
+import { type APIError, RateLimitError } from "openai";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { manualClock } from "../support/clocks.ts";
 import { hashKey } from "../../api-shim/src/auth/keys.ts";
@@ -254,6 +254,7 @@ describe("rate limits through the shim", () => {
       expect((e as RateLimitError).headers!.get("retry-after")).toBe("1");
       expect((e as RateLimitError).headers!.get("x-ratelimit-limit-requests")).toBe("10");
       expect((e as RateLimitError).headers!.get("x-ratelimit-limit")).toBe("10");
+      expect((e as RateLimitError).headers!.get("x-ratelimit-limit-concurrency")).toBe("2");
       // A refusal spends nothing: the two admitted streams took 2 of the 10 requests/min. (10/min
       // gives one back every 6 s, so a slow machine cannot refill one between the requests.)
       expect((e as RateLimitError).headers!.get("x-ratelimit-remaining")).toBe("8");
@@ -273,6 +274,26 @@ describe("rate limits through the shim", () => {
       // kept the in-process server's close() waiting).
       for await (const _ of second);
       expect((await h.waitForRequestLog((l) => l.reqId === secondResponse.headers.get("x-request-id"))).status).toBe(200);
+    } finally {
+      await h.close();
+    }
+  });
+
+  it("a tier's cap in flight is told on every answer (x-ratelimit-limit-concurrency), so a batch job sizes its pool from a free request before it starts; a tier without a cap says nothing", async () => {
+    const h = await startShim({ file: { tiers: { pair: { rpm: 100, tpm: 1_000_000, concurrency: 2 }, open: { rpm: 100, tpm: 1_000_000 } }, models: [{ name: "qwen2.5-7b" }] } });
+    try {
+      const { key } = await h.createKey({ tier: "pair", credits: 100 });
+      const { key: uncapped } = await h.createKey({ tier: "open", credits: 100 });
+      const cap = (headers: Headers) => headers.get("x-ratelimit-limit-concurrency");
+      // Before the job: the free model list.
+      expect(cap((await h.client(key).models.list().withResponse()).response.headers)).toBe("2");
+      // On an answer, and on a refusal.
+      const ask = { model: "qwen2.5-7b", messages: [{ role: "user" as const, content: "hi" }], max_tokens: 1 };
+      expect(cap((await h.client(key).chat.completions.create(ask).withResponse()).response.headers)).toBe("2");
+      const refused = (await h.client(key).chat.completions.create({ ...ask, model: "nope" }).catch((e: APIError) => e)) as APIError;
+      expect([refused.status, cap(refused.headers!)]).toEqual([404, "2"]);
+      // No cap, no header (as an unlimited rpm or tpm has none).
+      expect(cap((await h.client(uncapped).models.list().withResponse()).response.headers)).toBeNull();
     } finally {
       await h.close();
     }

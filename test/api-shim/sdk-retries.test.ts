@@ -266,6 +266,40 @@ describe("a burst of a key's requests refused together by its requests/min", () 
   });
 });
 
+describe("more parallel callers than a second's refill, refused together by a key's requests/min (a batch job's workers)", () => {
+  let h: Harness;
+  beforeAll(async () => {
+    // 120 requests a minute: the bucket gives one back every 500 ms.
+    h = await startShim({ file: { models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }], tiers: { steady: { rpm: 120, tpm: 10_000_000 } } } });
+  });
+  afterAll(() => h.close());
+
+  it("are told to come back in turn, so the SDK's two retries serve them all; told the same second, most were refused again and failed", async () => {
+    const { key } = await h.createKey({ credits: 1_000, tier: "steady" });
+    const empty = async () => {
+      for (let i = 0; i < 1_000; i++) {
+        const res = await h.post(key, "/v1/chat/completions", { ...chat, max_tokens: 1 });
+        await res.text();
+        if (res.status === 429) return;
+      }
+    };
+    await empty();
+    // Raw refusals show the turns: each caller refused after another is told a later second.
+    const told = await Promise.all(Array.from({ length: 6 }, async () => {
+      const res = await h.post(key, "/v1/chat/completions", { ...chat, max_tokens: 1 });
+      await res.text();
+      return Number(res.headers.get("retry-after"));
+    }));
+    expect(Math.max(...told)).toBeGreaterThanOrEqual(3);
+    await new Promise((r) => setTimeout(r, Math.max(...told) * 1000)); // their turns pass unused
+    await empty();
+    // Twelve SDK callers at once on the empty bucket (2 a second come back): all served.
+    const client = new OpenAI({ apiKey: key, baseURL: `${h.url}/v1` });
+    const results = await Promise.allSettled(Array.from({ length: 12 }, () => client.chat.completions.create({ ...chat, max_tokens: 1 })));
+    expect(results.filter((r) => r.status === "rejected").map((r) => (r as PromiseRejectedResult).reason.message)).toEqual([]);
+  }, 60_000);
+});
+
 describe("a drain's 503 once the drain has cut what was in flight", () => {
   it("a second SIGTERM's cut: come back after the restart (5 s), not after the drain's whole timeout", () => {
     const i = new Inflight(false);

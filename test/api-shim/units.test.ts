@@ -490,6 +490,16 @@ describe("rate limits", () => {
     expect(b.msUntilFull(1000)).toBe(60_000);
     expect(b.remaining(61_000)).toBe(60);
   });
+  it("callers refused together are told turns a refill apart, no further ahead than 59 s (the SDK retries a wait under 60 s); a turn passed unused is not carried on", () => {
+    const b = new TokenBucket(60, 0); // 1 per second
+    for (let i = 0; i < 60; i++) b.take(1, 0);
+    const told = Array.from({ length: 100 }, () => (b.take(1, 0) as { retryMs: number }).retryMs);
+    expect(told.slice(0, 3)).toEqual([1000, 2000, 3000]);
+    expect(told.slice(57)).toEqual([58_000, ...Array(42).fill(59_000)]);
+    // Long after: the room is back, and the next refusal is told the bucket's own wait again.
+    for (let i = 0; i < 60; i++) b.take(1, 200_000);
+    expect(b.take(1, 200_000)).toEqual({ ok: false, retryMs: 1000 });
+  });
   it("the tokens bucket admits while positive and is corrected afterwards", () => {
     const b = new TokenBucket(1000, 0);
     expect(b.takeIfPositive(1500, 0).ok).toBe(true); // overdraws

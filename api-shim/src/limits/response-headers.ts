@@ -13,6 +13,9 @@ export function authHeaders(ctx: ShimContext, request: FastifyRequest, charged: 
   const auth = request.auth;
   if (!auth) return {};
   const h = rateLimitHeaders(auth.buckets, ctx.clock.monotonic(), ctx.clock.now(), isInference(request));
+  // A tier's cap on requests in flight, so a client sizes its pool before it meets the 429 (a
+  // batch job read it from nothing but that 429's message). No cap, no header, as for rpm/tpm.
+  if (auth.limits.concurrency !== null) h["x-ratelimit-limit-concurrency"] = String(auth.limits.concurrency);
   if (charged !== null) h["x-credits-charged"] = formatCredits(charged); // null: not known yet (streams)
   // After a settlement, its figure (an upstream's refusal may come minutes after the key was
   // read, other requests settled since); before one, the key as read at authentication.

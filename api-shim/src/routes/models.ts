@@ -5,6 +5,7 @@ import { batchAsked } from "../requests/batch-query.ts";
 import type { ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
 import { creditsNumber } from "../money/money.ts";
+import type { PriceRecord } from "../money/price-record.ts";
 import { countUpstreamFailure, readLimited, unreachable } from "../upstream/upstream.ts";
 import { modelNotFound, upstreamStatusError } from "../upstream/upstream-errors.ts";
 
@@ -90,7 +91,20 @@ async function keyModels(ctx: ShimContext, request: FastifyRequest): Promise<{ b
     seen.add(id);
     return true;
   });
-  return { body: list.body, data };
+  return { body: list.body, data: data.map(({ id, entry }) => ({ id, entry: { ...entry, pricing: shownPrice(ctx.pricer.price(id)) } })) };
+}
+
+/**
+ * What the model's requests are charged, in credits, as the usage reports' lines per price show
+ * it (price-lines.ts; `id` is their price_id): a job estimates its cost before it runs, which it
+ * could only do by sending a request and reading its x-credits-charged. Replaces an upstream's
+ * member of that name: this is what the key pays.
+ */
+function shownPrice(p: PriceRecord): Record<string, string | number> {
+  return {
+    id: p.id, request: creditsNumber(p.request), batch_request: creditsNumber(p.batchRequest), prompt_per_1k: creditsNumber(p.promptPer1k),
+    cached_prompt_per_1k: creditsNumber(p.cachedPromptPer1k), completion_per_1k: creditsNumber(p.completionPer1k),
+  };
 }
 
 /**
