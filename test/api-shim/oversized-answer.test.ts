@@ -25,10 +25,15 @@ function bodyOf(chunks: Buffer[]) {
 }
 const pieces = (b: Buffer, size: number) => Array.from({ length: Math.ceil(b.length / size) }, (_, i) => b.subarray(i * size, (i + 1) * size));
 
-/** A non-streamed chat whose client hangs up 200 ms after sending it. */
-async function leaveAfter200ms(h: Harness, key: string): Promise<void> {
+/**
+ * A non-streamed chat whose client hangs up 200 ms after sending it or, given `answerComing`, 100 ms
+ * after the upstream wrote the start of its answer: on a loaded machine 200 ms could pass before the
+ * answer started, and the test then saw a client that left before it (charged the estimate).
+ */
+async function leaveAfter200ms(h: Harness, key: string, answerComing?: Promise<void>): Promise<void> {
   const ac = new AbortController();
-  setTimeout(() => ac.abort(), 200);
+  if (answerComing) void answerComing.then(() => setTimeout(() => ac.abort(), 100));
+  else setTimeout(() => ac.abort(), 200);
   await expect(fetch(`${h.url}/v1/chat/completions`, {
     method: "POST", signal: ac.signal, headers: { authorization: `Bearer ${key}`, "content-type": "application/json" },
     body: JSON.stringify({ model: "qwen2.5-7b", messages: [{ role: "user", content: "go" }], max_tokens: 60_000 }),
@@ -130,6 +135,8 @@ describe("the usage of an answer too large to keep", () => {
 
 describe("an answer too large to relay, through the shim", () => {
   let mode: "logprobs" | "break" | "stall" | "late" | "early" | "small" = "logprobs";
+  /** Resolved when the upstream has written the start of a late, early or small answer. */
+  let answerComing = Promise.withResolvers<void>();
   let upstream: Server;
   let h: Harness;
   beforeAll(async () => {
@@ -142,13 +149,13 @@ describe("an answer too large to relay, through the shim", () => {
           // Headers and part of the answer at once (the generation is done); the rest, usage
           // included, 400 ms later: past the limit ("early") or within it ("small").
           const answer = answerOf(mode === "early" ? LIMIT : 1000);
-          res.write(answer.subarray(0, 500));
+          res.write(answer.subarray(0, 500), () => answerComing.resolve());
           return void setTimeout(() => res.end(answer.subarray(500)), 400);
         }
         if (mode === "late") {
           // Past the limit at once; the rest, usage included, 600 ms later.
           const answer = answerOf(LIMIT + 10);
-          res.write(answer.subarray(0, LIMIT + 10));
+          res.write(answer.subarray(0, LIMIT + 10), () => answerComing.resolve());
           return void setTimeout(() => res.end(answer.subarray(LIMIT + 10)), 600);
         }
         res.write(answerOf(2 * LIMIT).subarray(0, 2 * LIMIT)); // past the limit, and no usage yet
@@ -197,15 +204,17 @@ describe("an answer too large to relay, through the shim", () => {
 
   it("whose client leaves while the rest is read is charged the same, from the usage that comes after it left, and logged as 499", async () => {
     mode = "late";
+    answerComing = Promise.withResolvers<void>();
     const { key, id } = await h.createKey({ credits: 1000 });
-    await leaveAfter200ms(h, key);
+    await leaveAfter200ms(h, key, answerComing.promise);
     expect(await h.waitForRequestLog((l) => l.keyId === id)).toMatchObject({ status: 499, error: "client_closed_request", tokens: 50_005, cost: 51.005 });
   });
 
   it.each(["early", "small"] as const)("whose client leaves once the answer is coming (%s) is charged from its usage: leaving does not stop the read", async (m) => {
     mode = m;
+    answerComing = Promise.withResolvers<void>();
     const { key, id } = await h.createKey({ credits: 1000 });
-    await leaveAfter200ms(h, key);
+    await leaveAfter200ms(h, key, answerComing.promise);
     expect(await h.waitForRequestLog((l) => l.keyId === id)).toMatchObject({ status: 499, error: "client_closed_request", tokens: 50_005, cost: 51.005 });
   });
 
