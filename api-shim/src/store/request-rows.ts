@@ -1,7 +1,7 @@
 // A request's own ledger rows (GET /admin/requests/{id}) and a key's requests one per row
 // (GET /admin/requests?key=): the question, the row, and the SQL both stores run. Here, with no
 // value imports but store.ts's rule: the SQLite report worker imports it.
-import { REPORTED_SQL } from "./store.ts";
+import { REPORTED_SQL, type UsageRow } from "./store.ts";
 
 /**
  * Which usage rows: those of one request id (`requestId`; `keyId` too when given), or a key's in
@@ -22,20 +22,12 @@ export interface RequestsQuery {
  * are null in it (price_id, batch, cached_tokens before 2026-12-07; served before it was recorded):
  * unknown, never guessed. `stream`, `batch` and `served` are 0/1 from SQLite, booleans from Postgres.
  */
-export interface RequestRow {
+export interface RequestRow extends Pick<UsageRow, "requestId" | "keyId" | "at" | "route" | "model" | "status" | "promptTokens" | "completionTokens"> {
   /** The ledger row's own id: where a SQLite itemisation's next batch starts (not shown). */
   rowId: number;
-  requestId: string;
-  keyId: string;
-  at: number;
-  route: string;
-  model: string;
-  status: number;
   stream: boolean | number | null;
   batch: boolean | number | null;
-  promptTokens: number;
   cachedTokens: number | null;
-  completionTokens: number;
   /** µc charged (the ledger row's −amount): 0 when nothing was. */
   cost: number;
   priceId: string | null;
