@@ -1,7 +1,7 @@
 // manage-keys history: a key's changes as the ledger keeps them (GET /admin/keys/{id}/events):
 // when it was created, rotated, updated (what changed) and revoked, and by which admin request.
 // "My key stopped working at 14:02" is checked here, long after the shim's log has rotated away.
-import { AdminApiError, type AdminClient, type ApiKey, keyReference, keyStatus } from "./admin-client.ts";
+import { type AdminClient, type ApiKey, isMissingRoute, keyReference, keyStatus } from "./admin-client.ts";
 import { type Io, UsageError } from "./cli.ts";
 import { shownTime } from "./key-list.ts";
 import { formatTable } from "./table.ts";
@@ -45,8 +45,8 @@ export async function keyHistory(client: AdminClient, key: ApiKey, json: boolean
   try {
     history = await client.keyEvents(key.id);
   } catch (err) {
-    // A shim from before the route: its 404 names the route it does not know (a key it does not know is "No such key.").
-    if (err instanceof AdminApiError && err.status === 404 && err.apiMessage?.startsWith("Unknown route")) {
+    // A shim from before the route: its router's 404, no `param` (a key it does not know names `id`), as write-off.ts reads it.
+    if (isMissingRoute(err) && err.param !== "id") {
       throw new UsageError("this shim predates `history` (GET /admin/keys/{id}/events): upgrade it (pulumi up); until then `list` shows when a key was created, expires and was revoked", { cause: err });
     }
     throw err;
