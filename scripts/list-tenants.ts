@@ -25,7 +25,8 @@ Exits 1 when any stack is unknown (its state could not be read, or there is no p
 after printing every row.
 
   --json    print the rows as a JSON array: stack, region, plan, gpu, hourlyUsd (null when not
-            known), expires, endpoint, and status, one of the words above ("unknown" without
+            known), expires (the table's text), expiresAt (ISO, null when it never expires or
+            cannot be told), endpoint, and status, one of the words above ("unknown" without
             its why); beside it failedDeploy (true for a stack whose first \`pulumi up\` failed,
             "expired" ones too), reason (why the status is unknown, else null) and problem
             (what is wrong with its stack file, else null)
@@ -47,6 +48,7 @@ after printing every row.
 Examples:
   npm run list-tenants
   npm run --silent list-tenants -- --json | jq -r '.[] | select(.status == "expired") | .stack'
+  npm run --silent list-tenants -- --json | jq -r --arg by "$(date -u -d '+7 days' +%FT%T.000Z)" '.[] | select(.expiresAt != null and .expiresAt < $by) | .stack'
   npm run list-tenants -- --linode
   npm run --silent list-tenants -- --linode --json | jq -r '.[] | select(.held == "orphaned") | .delete[]'
 
@@ -59,8 +61,13 @@ export interface TenantRow {
   readonly gpu: string;
   /** From the stack's outputs when deployed, else the catalog price of the configured plan and volume. */
   readonly hourlyUsd: number | null;
-  /** ISO time, or a sentence when there is none. */
+  /** ISO time to the minute and how far it is from now, or a sentence when there is none: for a reader. */
   readonly expires: string;
+  /**
+   * When it expires, as the stack's expiresAt (ISO, to the millisecond), for a script: null
+   * when it never does, is not deployed, or cannot be told (the `expires` text says which).
+   */
+  readonly expiresAt: string | null;
   readonly endpoint: string;
   /**
    * One of a few fixed words, so that a script can compare it (`select(.status == "expired")`):
@@ -89,11 +96,13 @@ export function tenantRow(t: Tenant, now: Date): TenantRow {
   const expiry = expiryOf(t, now);
   let status: string;
   let expires: string;
+  let expiresAt: string | null = null;
   let reason: string | null = null;
   switch (expiry.kind) {
     case "expired":
     case "expires":
       expires = `${expiry.at.toISOString().replace(/:\d\d\.\d+Z$/, "Z")} (${relative(expiry.at, now)})`;
+      expiresAt = expiry.at.toISOString();
       status = expiry.kind === "expired" ? "expired" : expiry.failedDeploy ? FAILED_DEPLOY : deployedStatus(outputs);
       break;
     case "no-ttl":
@@ -117,6 +126,7 @@ export function tenantRow(t: Tenant, now: Date): TenantRow {
     gpu,
     hourlyUsd: hourly,
     expires,
+    expiresAt,
     endpoint: endpointOf(outputs) ?? "-",
     status,
     failedDeploy: "failedDeploy" in expiry && expiry.failedDeploy === true,

@@ -1,3 +1,4 @@
+import { spawnSync } from "node:child_process";
 import { mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
@@ -25,7 +26,7 @@ describe("list-tenants", () => {
     expect(rows.map((r) => r.stack)).toEqual(["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india"]);
     expect(byStack.alpha).toEqual({
       stack: "alpha", region: "us-ord", plan: "g2-gpu-rtx4000a1-s", gpu: "1 x RTX 4000 Ada 20 GB", hourlyUsd: 0.53,
-      expires: "2026-03-02T10:00Z (in 22h 0m)", endpoint: "https://alpha.example.test/v1", status: "deployed",
+      expires: "2026-03-02T10:00Z (in 22h 0m)", expiresAt: "2026-03-02T10:00:00.000Z", endpoint: "https://alpha.example.test/v1", status: "deployed",
       failedDeploy: false, reason: null, problem: null,
     });
     expect(byStack.bravo).toMatchObject({ gpu: "2 x RTX 4000 Ada 20 GB", hourlyUsd: 1.06, expires: "2026-03-01T10:00Z (2h 0m ago)", status: "expired" });
@@ -40,6 +41,18 @@ describe("list-tenants", () => {
     // Read-only: nothing but `stack output` (and `stack export` for stacks without outputs), never secrets.
     expect(pulumi.calls.every((c) => ["stack output --json", "stack export --stack"].includes(c.args.slice(0, 3).join(" ")) && !c.args.includes("--show-secrets"))).toBe(true);
     expect(pulumi.callsOf("stack", "export").map((c) => pulumi.stackArg(c.args)).sort()).toEqual(["delta", "hotel"]);
+  });
+
+  it("--json: expiresAt is the expiry as a timestamp a script compares (trials ending this week), null when there is none to tell", async () => {
+    const { io } = await list(["--json"]);
+    const rows = JSON.parse(io.stdout.join("\n")) as TenantRow[];
+    const at = Object.fromEntries(rows.map((r) => [r.stack, r.expiresAt]));
+    expect(at).toMatchObject({ alpha: "2026-03-02T10:00:00.000Z", bravo: "2026-03-01T10:00:00.000Z", india: "2026-03-01T12:00:01.000Z" }); // the text shows it "in 0m"
+    expect(at).toMatchObject({ charlie: null, delta: null, golf: null }); // never; not deployed; unknown
+    // The --help's filter for what expires within a day of NOW, as a morning job runs it.
+    const jq = spawnSync("jq", ["-r", "--arg", "by", "2026-03-02T12:00:00.000Z", ".[] | select(.expiresAt != null and .expiresAt < $by) | .stack"], { input: io.stdout.join("\n"), encoding: "utf8" });
+    expect(jq.stdout.trim().split("\n")).toEqual(rows.filter((r) => r.expiresAt !== null).map((r) => r.stack));
+    expect(jq.stdout).toContain("alpha");
   });
 
   it("a stack whose first `pulumi up` failed (no outputs, an instance in the state) counts as running and expires from the state", async () => {
