@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# A UTC month's invoice files for every tenant, from the repository's root:
+#   templates/operator/fleet-invoices.sh 2026-11 [dir]
+# writes <dir>/<tenant>-<month>-usage.csv (per key and model) and <tenant>-<month>-credits.csv
+# (per key: opening, granted, spent, written off, closing), the same columns for every tenant
+# (docs/operations.md, "A month's invoice, reconciled with the ledger"), for every stack with an
+# endpoint: deployed, and expired but not yet destroyed (it served in the month). A file appears
+# only whole; one already there is kept, so a run again makes only those missing. Exit 1 when a
+# tenant's files could not be made (its report failed, or its state could not be read), naming
+# each; its usage is then in no file. A tenant destroyed in the month (reap-expired) is not
+# listed: its usage to the day is in usage/<tenant>-usage-<time>.csv.
+set -uo pipefail
+
+month="${1:?usage: fleet-invoices.sh <YYYY-MM> [dir]}"
+dir="${2:-invoices}"
+from="$month-01"
+to="$(date -u -d "$from +1 month -1 day" +%F)" || exit 2
+tenants="$(npm run --silent list-tenants -- --json)"
+if ! jq -e 'type == "array"' >/dev/null 2>&1 <<<"$tenants"; then
+  echo "fleet-invoices: list-tenants printed no list" >&2
+  exit 2
+fi
+mkdir -p "$dir"
+
+mapfile -t failed < <(jq -r '.[] | select(.status == "unknown") | .stack' <<<"$tenants")
+for t in $(jq -r '.[] | select(.endpoint != "-") | .stack' <<<"$tenants"); do
+  for group in model key; do
+    out="$dir/$t-$month-$([ "$group" = key ] && echo credits || echo usage).csv"
+    [ -s "$out" ] && continue
+    if npm run --silent report-usage -- --stack "$t" --from "$from" --to "$to" --group "$group" --format csv >"$out.partial"; then
+      mv "$out.partial" "$out"
+    else
+      rm -f "$out.partial"
+      failed+=("$t")
+      break
+    fi
+  done
+done
+
+if [ "${#failed[@]}" -gt 0 ]; then
+  echo "fleet-invoices: no invoice files for ${failed[*]}: run again once they answer (or their state can be read)" >&2
+  exit 1
+fi

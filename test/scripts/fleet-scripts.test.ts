@@ -1,0 +1,90 @@
+import { execFile } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { expectOperatorScriptClean } from "../support/operator-scripts.ts";
+import { startShim, type Harness } from "../support/shim-harness.ts";
+import { tempDir } from "../support/tools.ts";
+
+/**
+ * templates/operator/fleet-invoices.sh, run as an operator runs them from a
+ * project of four tenants: acme (deployed, a key run dry), bravo (expired, not yet destroyed: it
+ * served this month), carol (deployed, its host down) and delta (never deployed). The real
+ * list-tenants and report-usage answer them (`npm run --silent <script>` is a stand-in that runs
+ * the script with node), against real shims, with a stand-in pulumi CLI giving each stack's outputs.
+ */
+const ROOT = join(import.meta.dirname, "..", "..");
+const EXAMPLE = readFileSync(join(ROOT, "stacks", "Pulumi.example.yaml"), "utf8").replace(/^.*ttlHours.*\n/m, "");
+const MONTH = new Date().toISOString().slice(0, 7); // report-usage's default period: this UTC month
+
+const shims: Harness[] = [];
+let project: string;
+let bin: string;
+
+/** Runs a fleet script in the project; never rejects: its exit code, stdout and stderr. */
+function run(script: string, args: string[] = []): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile("bash", [join(ROOT, "templates", "operator", script), ...args], { cwd: project, env: { ...process.env, PATH: `${bin}:${process.env.PATH}` } }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr });
+    });
+  });
+}
+
+function stack(name: string, outputs: Record<string, unknown> | undefined): void {
+  writeFileSync(join(project, "stacks", `Pulumi.${name}.yaml`), EXAMPLE);
+  if (outputs) writeFileSync(join(project, "outputs", `${name}.json`), JSON.stringify(outputs));
+}
+
+beforeAll(async () => {
+  project = tempDir();
+  bin = join(project, "bin");
+  for (const d of ["stacks", "outputs", "bin"]) mkdirSync(join(project, d));
+  writeFileSync(join(bin, "npm"), `#!/usr/bin/env bash\n# npm run --silent <script> -- <args>\n[ "$1 $2 $4" = "run --silent --" ] || { echo "npm stand-in: $*" >&2; exit 99; }\nscript="$3"; shift 4\nexec "${process.execPath}" "${ROOT}/scripts/$script.ts" "$@"\n`);
+  writeFileSync(join(bin, "pulumi"), `#!/usr/bin/env bash\n# stack output --json --stack <s> [--show-secrets]: outputs/<s>.json; no file: no such stack\nstack=""; prev=""\nfor a in "$@"; do [ "$prev" = --stack ] && stack="$a"; prev="$a"; done\nf="${project}/outputs/$stack.json"\ncase "$1 $2" in\n  "stack output") [ -f "$f" ] || { echo "error: no stack named '$stack' found" >&2; exit 255; }; cat "$f" ;;\n  *) echo '{"version":3,"deployment":{"resources":[]}}' ;;\nesac\n`);
+  for (const f of ["npm", "pulumi"]) chmodSync(join(bin, f), 0o755);
+
+  for (let i = 0; i < 3; i++) shims.push(await startShim());
+  const [acme, bravo, carol] = shims as [Harness, Harness, Harness];
+  const chat = { model: "qwen2.5-7b", messages: [{ role: "user" as const, content: "hi" }], max_tokens: 4 };
+  const dry = await acme.createKey({ name: "dry", credits: 1 });
+  await acme.createKey({ name: "full", credits: 100 });
+  await acme.client(dry.key).chat.completions.create(chat);
+  const b = await bravo.createKey({ name: "trial", credits: 50 });
+  await bravo.client(b.key).chat.completions.create(chat);
+  await carol.close(); // its host down: connection refused
+
+  const outputs = (h: Harness, extra: Record<string, unknown> = {}) => ({ endpoint: `${h.url}/v1`, adminToken: h.adminToken, createdAt: "2026-01-01T00:00:00.000Z", servingDeployed: true, ...extra });
+  stack("acme", outputs(acme));
+  stack("bravo", outputs(bravo, { expiresAt: "2026-01-02T00:00:00.000Z" }));
+  stack("carol", outputs(carol));
+  stack("delta", undefined);
+}, 60_000);
+afterAll(async () => {
+  await Promise.all(shims.slice(0, 2).map((h) => h.close()));
+});
+
+describe("fleet-invoices.sh: a month's invoice files for every tenant", () => {
+  it("writes both files for each stack that served (an expired one too), the same columns for all, and exits 1 naming a tenant it could not read, leaving no file of it", async () => {
+    const dir = join(project, "invoices");
+    const r = await run("fleet-invoices.sh", [MONTH, dir]);
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toContain("no invoice files for carol");
+    expect(readdirSync(dir).sort()).toEqual([`acme-${MONTH}-credits.csv`, `acme-${MONTH}-usage.csv`, `bravo-${MONTH}-credits.csv`, `bravo-${MONTH}-usage.csv`]);
+    const header = (f: string) => readFileSync(join(dir, f), "utf8").split("\r\n")[0];
+    expect(header(`acme-${MONTH}-usage.csv`)).toBe(header(`bravo-${MONTH}-usage.csv`));
+    expect(header(`acme-${MONTH}-credits.csv`)).toBe(header(`bravo-${MONTH}-credits.csv`));
+    expect(header(`bravo-${MONTH}-credits.csv`)).toContain("opening");
+    expect(readFileSync(join(dir, `bravo-${MONTH}-usage.csv`), "utf8")).toContain(",trial,qwen2.5-7b,1,");
+
+    // Run again once carol answers nothing more (destroyed): the files made are kept, exit 0.
+    writeFileSync(join(dir, `acme-${MONTH}-usage.csv`), "kept\r\n");
+    rmSync(join(project, "stacks", "Pulumi.carol.yaml"));
+    const again = await run("fleet-invoices.sh", [MONTH, dir]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(readFileSync(join(dir, `acme-${MONTH}-usage.csv`), "utf8")).toBe("kept\r\n");
+    expect(existsSync(join(dir, `carol-${MONTH}-usage.csv`))).toBe(false);
+    writeFileSync(join(project, "stacks", "Pulumi.carol.yaml"), EXAMPLE);
+  });
+
+  it("passes shellcheck", () => expectOperatorScriptClean("fleet-invoices.sh"));
+});
