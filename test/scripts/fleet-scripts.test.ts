@@ -7,7 +7,7 @@ import { startShim, type Harness } from "../support/shim-harness.ts";
 import { tempDir } from "../support/tools.ts";
 
 /**
- * templates/operator/fleet-invoices.sh, run as an operator runs them from a
+ * templates/operator/fleet-status.sh and fleet-invoices.sh, run as an operator runs them from a
  * project of four tenants: acme (deployed, a key run dry), bravo (expired, not yet destroyed: it
  * served this month), carol (deployed, its host down) and delta (never deployed). The real
  * list-tenants and report-usage answer them (`npm run --silent <script>` is a stand-in that runs
@@ -61,6 +61,36 @@ beforeAll(async () => {
 }, 60_000);
 afterAll(async () => {
   await Promise.all(shims.slice(0, 2).map((h) => h.close()));
+});
+
+describe("fleet-status.sh: every tenant's state in one run", () => {
+  it("a row per stack: an expired stack still serving is read too, a key run dry is named, and a host down makes the run exit 1", async () => {
+    const r = await run("fleet-status.sh");
+    expect(r.code, r.stderr).toBe(1);
+    const rows = Object.fromEntries((JSON.parse(r.stdout) as { stack: string }[]).map((row) => [row.stack, row]));
+    expect(Object.keys(rows).sort()).toEqual(["acme", "bravo", "carol", "delta"]);
+    expect(rows.acme).toMatchObject({ status: "deployed", answered: true, low: ["dry"] });
+    expect((rows.acme as { spent: number }).spent).toBeGreaterThan(0);
+    expect(rows.bravo).toMatchObject({ status: "expired", expiresAt: "2026-01-02T00:00:00.000Z", answered: true, low: [] });
+    expect(rows.carol).toMatchObject({ status: "deployed", answered: false, exit: 3 });
+    expect(rows.delta).toMatchObject({ status: "not deployed", answered: null });
+    expect(r.stderr).toContain("carol did not answer (report-usage exit 3)");
+  });
+
+  it("exits 0 when every stack with an endpoint answered (credits and expiry are data, not failures)", async () => {
+    const carol = join(project, "stacks", "Pulumi.carol.yaml");
+    const saved = readFileSync(carol, "utf8");
+    rmSync(carol);
+    try {
+      const r = await run("fleet-status.sh");
+      expect(r.code, r.stderr).toBe(0);
+      expect((JSON.parse(r.stdout) as { stack: string }[]).map((row) => row.stack)).toEqual(["acme", "bravo", "delta"]);
+    } finally {
+      writeFileSync(carol, saved);
+    }
+  });
+
+  it("passes shellcheck", () => expectOperatorScriptClean("fleet-status.sh"));
 });
 
 describe("fleet-invoices.sh: a month's invoice files for every tenant", () => {
