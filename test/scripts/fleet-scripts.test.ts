@@ -67,10 +67,10 @@ describe("fleet-status.sh: every tenant's state in one run", () => {
   it("a row per stack: an expired stack still serving is read too, a key run dry is named, and a host down makes the run exit 1", async () => {
     const r = await run("fleet-status.sh");
     expect(r.code, r.stderr).toBe(1);
-    const rows = Object.fromEntries((JSON.parse(r.stdout) as { stack: string }[]).map((row) => [row.stack, row]));
+    const rows = Object.fromEntries((JSON.parse(r.stdout) as { stack: string; spent?: number }[]).map((row) => [row.stack, row]));
     expect(Object.keys(rows).sort()).toEqual(["acme", "bravo", "carol", "delta"]);
     expect(rows.acme).toMatchObject({ status: "deployed", answered: true, low: ["dry"] });
-    expect((rows.acme as { spent: number }).spent).toBeGreaterThan(0);
+    expect(rows.acme!.spent).toBeGreaterThan(0);
     expect(rows.bravo).toMatchObject({ status: "expired", expiresAt: "2026-01-02T00:00:00.000Z", answered: true, low: [] });
     expect(rows.carol).toMatchObject({ status: "deployed", answered: false, exit: 3 });
     expect(rows.delta).toMatchObject({ status: "not deployed", answered: null });
