@@ -59,7 +59,8 @@ Pulumi's safe cancel, then names each stack interrupted and exits 130: run it ag
                       "would-destroy" in a dry run, "kept", "failed", "unknown" when its expiry
                       cannot be told, "interrupted"), expiresAt (null: none), failedDeploy,
                       reason (why kept, failed, unknown or interrupted, or destroyed without its
-                      usage; else null), usageFile and keysFile (its saved usage, else null),
+                      usage; else null), usageFile, keysFile and creditsFile (its saved usage,
+                      keys and credits statement, else null),
                       revokedKeys and unsureKeys; every line goes to stderr then. A bad flag, or
                       no pulumi CLI, prints no JSON
 
@@ -285,7 +286,7 @@ async function reap(options: ReapOptions, deps: ScriptDeps, hooks: { beforeExit?
     });
     report.usage(stack, usage);
     if (usage.kind === "none") report.set(stack, { reason: `no usage to save: ${usage.reason}` });
-    if (usage.kind === "saved") io.out(`[${stack}] saved its usage (${usage.rows} rows) to ${usage.path} and its keys (${usage.keys}) to ${usage.keysPath}`);
+    if (usage.kind === "saved") io.out(`[${stack}] saved its usage (${usage.rows} rows) to ${usage.path} and its keys (${usage.keys}) to ${usage.keysPath}${usage.creditsPath ? `, its credits statement to ${usage.creditsPath}` : ""}`);
     else if (usage.kind === "already-saved") io.out(`[${stack}] usage already saved at ${usage.marker.savedAt} (${usage.marker.usage}, ${usage.marker.keys}), by a run whose destroy failed; destroying without exporting again`);
     else if (usage.kind === "none") io.out(`[${stack}] no usage to save: ${usage.reason}`);
     else if (usage.kind === "expiry-moved") {

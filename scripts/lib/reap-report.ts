@@ -21,9 +21,11 @@ export interface ReapRow {
   readonly failedDeploy: boolean;
   /** Why it was kept, failed, unknown or interrupted, or destroyed without its usage saved; else null. */
   reason: string | null;
-  /** Where its usage and keys are saved (this run, or an earlier one whose destroy failed); else null. */
+  /** Where its usage, keys and credits statement are saved (this run, or an earlier one whose destroy failed); else null. */
   usageFile: string | null;
   keysFile: string | null;
+  /** Null too when its shim was older than the credits statement. */
+  creditsFile: string | null;
   /** How many of its keys reap-expired revoked (clients get 401), and tried to without an answer. */
   revokedKeys: number;
   unsureKeys: number;
@@ -36,7 +38,7 @@ export class ReapReport {
   add(stack: string, expiry: Expiry, action: ReapAction, reason: string | null): void {
     const at = "at" in expiry ? isoSeconds(expiry.at.getTime()) : null;
     const failedDeploy = "failedDeploy" in expiry && expiry.failedDeploy === true;
-    this.byStack.set(stack, { stack, action, expiresAt: at, failedDeploy, reason, usageFile: null, keysFile: null, revokedKeys: 0, unsureKeys: 0 });
+    this.byStack.set(stack, { stack, action, expiresAt: at, failedDeploy, reason, usageFile: null, keysFile: null, creditsFile: null, revokedKeys: 0, unsureKeys: 0 });
   }
 
   set(stack: string, change: Partial<Omit<ReapRow, "stack" | "failedDeploy">>): void {
@@ -50,8 +52,8 @@ export class ReapReport {
 
   /** What a usage export left: the files saved, the keys revoked. */
   usage(stack: string, usage: UsageExport): void {
-    if (usage.kind === "saved") this.set(stack, { usageFile: usage.path, keysFile: usage.keysPath });
-    if (usage.kind === "already-saved") this.set(stack, { usageFile: usage.marker.usage, keysFile: usage.marker.keys });
+    if (usage.kind === "saved") this.set(stack, { usageFile: usage.path, keysFile: usage.keysPath, creditsFile: usage.creditsPath });
+    if (usage.kind === "already-saved") this.set(stack, { usageFile: usage.marker.usage, keysFile: usage.marker.keys, creditsFile: usage.marker.credits ?? null });
     if (usage.kind === "saved" || usage.kind === "already-saved" || usage.kind === "failed") this.set(stack, { revokedKeys: usage.revokedKeys, unsureKeys: usage.unsureKeys });
   }
 

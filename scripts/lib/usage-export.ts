@@ -3,13 +3,16 @@
 // from it. One CSV per key, day and model, from the stack's creation to the end of tomorrow, UTC
 // (wholeLedger), as the shim writes it with each key's name beside its id (withKeyNames, as
 // `report-usage --format csv` prints it: the volume holds the only map from ids to the names
-// operators bill by), and the keys (names, tiers, balances, revocations) as JSON. The keys are
+// operators bill by), the keys (names, tiers, balances, revocations) as JSON, and the credits
+// statement of the same period as JSON (every grant, top-up and write-off with its note and
+// Idempotency-Key: a last month's opening, granted and closing, and the invoice numbers the
+// top-ups were sold under, which the usage alone cannot give once the volume is gone). The keys are
 // revoked first (retire-keys.ts), so the saved ledger is the whole of it.
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { csvCell } from "../../api-shim/src/csv-cell.ts";
 import { fileStamp, isIsoInstant } from "../../api-shim/src/requests/period.ts";
-import { type AdminClient, AdminApiError, adminClient, type ApiKey } from "./admin-client.ts";
+import { type AdminClient, AdminApiError, adminClient, type ApiKey, type CreditsStatement, isMissingRoute } from "./admin-client.ts";
 import { hostUnreachable } from "./cli.ts";
 import type { ScriptDeps } from "./deps.ts";
 import { endpointOf, stackOutputs } from "./pulumi.ts";
@@ -31,7 +34,7 @@ export interface RevokedCount {
 }
 
 export type UsageExport =
-  | ({ readonly kind: "saved"; readonly path: string; readonly rows: number; readonly keysPath: string; readonly keys: number } & RevokedCount)
+  | ({ readonly kind: "saved"; readonly path: string; readonly rows: number; readonly keysPath: string; readonly keys: number; readonly creditsPath: string | null } & RevokedCount)
   /** Saved by an earlier run for this same expiry (whose destroy failed): not exported again. */
   | ({ readonly kind: "already-saved"; readonly marker: ExportMarker } & RevokedCount)
   /** Nothing to save: the serving stack never ran, so there is no ledger. */
@@ -55,6 +58,8 @@ export interface ExportMarker {
   readonly savedAt: string;
   readonly usage: string;
   readonly keys: string;
+  /** The credits statement; absent from a shim older than GET /admin/credits (and from older markers). */
+  readonly credits?: string;
 }
 
 export const markerPath = (dir: string, stack: string) => join(dir, `${stack}.exported`);
@@ -105,6 +110,20 @@ async function ledgerCsv(client: AdminClient, period: { from: string; to: string
     if (!(err instanceof AdminApiError && err.status === 400 && err.param === "group")) throw err;
     warn("its usage is saved per key and day without the model column: this tenant's shim is older than group=day,model (GET /admin/usage refused it); `pulumi up` a tenant with this checkout before it expires to have it");
     return client.usageCsv({ group: "day", ...period });
+  }
+}
+
+/**
+ * The whole ledger's credits statement (GET /admin/credits), or undefined from a shim older than
+ * it (its router's 404), said as a warning: the usage and keys are still saved, and the tenant destroyed.
+ */
+async function ledgerCredits(client: AdminClient, period: { from: string; to: string }, warn: (line: string) => void): Promise<CreditsStatement | undefined> {
+  try {
+    return await client.credits(period);
+  } catch (err) {
+    if (!isMissingRoute(err)) throw err;
+    warn("its credits statement (grants, top-ups, write-offs) is not saved: this tenant's shim is older than GET /admin/credits (2026-12-07); `pulumi up` a tenant with this checkout before it expires to have it");
+    return undefined;
   }
 }
 
@@ -283,7 +302,8 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
   const gone = marker ? [marker.usage, marker.keys].map((f) => beside(dir, f)).filter((f) => !existsSync(f)) : [];
   if (marker && gone.length === 0) {
     const keys = beside(dir, marker.keys);
-    return { kind: "already-saved", marker: { ...marker, usage: beside(dir, marker.usage), keys }, ...revokedIn(keys), unsureKeys: 0 };
+    const credits = marker.credits === undefined ? {} : { credits: beside(dir, marker.credits) };
+    return { kind: "already-saved", marker: { ...marker, usage: beside(dir, marker.usage), keys, ...credits }, ...revokedIn(keys), unsureKeys: 0 };
   }
   if (marker) progress(`${markerPath(dir, stack)} says its usage was saved, but ${gone.join(" and ")} ${gone.length === 1 ? "is" : "are"} gone: exporting again`);
   try {
@@ -299,18 +319,21 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
     }
     const now = deps.now();
     const csv = withKeyNames(await ledgerCsv(client, wholeLedger(createdAt, now), options.warn ?? progress), retired.keys);
+    const credits = await ledgerCredits(client, wholeLedger(createdAt, now), options.warn ?? progress);
     privateDir(dir);
     const stamp = fileStamp(now.getTime());
     const path = join(dir, `${stack}-usage-${stamp}.csv`);
     const keysPath = join(dir, `${stack}-keys-${stamp}.json`);
     const keys = retired.keys.map((k) => (revoked.ids.has(k.id) && k.revoked_at !== null ? { ...k, revoked_by: REVOKED_BY } : k));
+    const creditsPath = credits === undefined ? null : join(dir, `${stack}-credits-${stamp}.json`);
     writeJson(keysPath, keys);
+    if (creditsPath !== null) writeJson(creditsPath, credits);
     writePrivate(path, csv);
-    const saved: ExportMarker = { stack, expiresAt: options.expiresAt.toISOString(), savedAt: now.toISOString(), usage: path, keys: keysPath };
+    const saved: ExportMarker = { stack, expiresAt: options.expiresAt.toISOString(), savedAt: now.toISOString(), usage: path, keys: keysPath, ...(creditsPath !== null ? { credits: creditsPath } : {}) };
     writeJson(markerPath(dir, stack), saved);
     revoked.remove(); // in the keys file now
     return {
-      kind: "saved", path, rows: Math.max(0, csv.trim().split(/\r?\n/).length - 1), keysPath, keys: keys.length,
+      kind: "saved", path, rows: Math.max(0, csv.trim().split(/\r?\n/).length - 1), keysPath, keys: keys.length, creditsPath,
       ...revokedAmong(keys), unsureKeys: 0, // what was just written, not read back
     };
   } catch (err) {

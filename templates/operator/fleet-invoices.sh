@@ -8,7 +8,8 @@
 # only whole; one already there is kept, so a run again makes only those missing. Exit 1 when a
 # tenant's files could not be made (its report failed, or its state could not be read), naming
 # each; its usage is then in no file. A tenant destroyed in the month (reap-expired) is not
-# listed: its usage to the day is in usage/<tenant>-usage-<time>.csv.
+# listed: its usage to the day is in usage/<tenant>-usage-<time>.csv, its credits (grants,
+# top-ups, write-offs) in usage/<tenant>-credits-<time>.json.
 set -uo pipefail
 
 month="${1:?usage: fleet-invoices.sh <YYYY-MM> [dir]}"

@@ -43,7 +43,7 @@ describe("reap-expired --json", () => {
     });
     expect(row("alpha")).toEqual({
       stack: "alpha", action: "kept", expiresAt: "2026-03-02T10:00:00Z", failedDeploy: false, reason: "not expired (expires in 22h 0m)",
-      usageFile: null, keysFile: null, revokedKeys: 0, unsureKeys: 0,
+      usageFile: null, keysFile: null, creditsFile: null, revokedKeys: 0, unsureKeys: 0,
     });
     expect(row("bravo")).toMatchObject({ expiresAt: "2026-03-01T10:00:00Z", reason: null });
     expect(row("charlie")).toMatchObject({ expiresAt: null, reason: "not expired (no ttlHours)" });
@@ -52,7 +52,7 @@ describe("reap-expired --json", () => {
     expect(err).toContain("Dry run: would destroy 2 stack(s): bravo, foxtrot.");
   });
 
-  it("--yes: destroyed rows name the usage and keys files saved and the keys revoked; a stack with no usage says why", async () => {
+  it("--yes: destroyed rows name the usage, keys and credits files saved and the keys revoked; a stack with no usage says why", async () => {
     await shim.createKey({ name: "team-1", credits: 100 });
     const { code, row, err } = await reap(["--yes", "--json"], (p) => p.stacks.set("golf", { outputs: {} }));
     expect(code, err).toBe(0);
@@ -60,7 +60,8 @@ describe("reap-expired --json", () => {
     expect(bravo).toMatchObject({ action: "destroyed", reason: null, revokedKeys: 1, unsureKeys: 0 });
     expect(bravo.usageFile).toMatch(/\/usage\/bravo-usage-[^/]+\.csv$/);
     expect(bravo.keysFile).toMatch(/\/usage\/bravo-keys-[^/]+\.json$/);
-    expect(existsSync(bravo.usageFile!) && existsSync(bravo.keysFile!)).toBe(true);
+    expect(bravo.creditsFile).toMatch(/\/usage\/bravo-credits-[^/]+\.json$/);
+    expect(existsSync(bravo.usageFile!) && existsSync(bravo.keysFile!) && existsSync(bravo.creditsFile!)).toBe(true);
     expect(row("foxtrot")).toMatchObject({ action: "destroyed", usageFile: null, reason: "no usage to save: no endpoint: the serving stack was never deployed" });
     expect(err).toContain("[bravo] destroyed in");
   });

@@ -4,7 +4,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { generateKey } from "../../api-shim/src/auth/keys.ts";
 import { clockFrom } from "../support/clocks.ts";
-import { adminClient, type ApiKey } from "../../scripts/lib/admin-client.ts";
+import { adminClient, type ApiKey, type CreditsStatement } from "../../scripts/lib/admin-client.ts";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { withDefaults } from "../../scripts/lib/deps.ts";
 import { retireKeys } from "../../scripts/lib/retire-keys.ts";
@@ -305,8 +305,10 @@ describe("reap-expired", () => {
     const live = await shim.createKey({ name: "still-live", credits: 5 });
     const io = memoryIo();
     expect(await main(["--yes", "--usage-dir", "billing"], { root, pulumi, io, env: {}, now: () => NOW })).toBe(0);
-    const files = readdirSync(join(root, "billing")).sort();
+    const files = readdirSync(join(root, "billing")).sort().filter((f) => !f.startsWith("bravo-credits-"));
+    const creditsFile = readdirSync(join(root, "billing")).find((f) => f.startsWith("bravo-credits-"))!;
     expect(files).toHaveLength(3);
+    for (const f of [...files, creditsFile]) expect(statSync(join(root, "billing", f)).mode & 0o777, f).toBe(0o600);
     // A tenant's billing is for the operator alone, whatever the umask: the directory 0700, each file 0600.
     expect(statSync(join(root, "billing")).mode & 0o777).toBe(0o700);
     for (const f of files) expect(statSync(join(root, "billing", f)).mode & 0o777, f).toBe(0o600);
@@ -331,8 +333,16 @@ describe("reap-expired", () => {
     expect(files[2]).toBe("bravo.exported");
     expect(JSON.parse(readFileSync(join(root, "billing", files[2]!), "utf8"))).toEqual({
       stack: "bravo", expiresAt: "2026-03-01T10:00:00.000Z", savedAt: NOW.toISOString(),
-      usage: join(root, "billing", files[1]!), keys: join(root, "billing", files[0]!),
+      usage: join(root, "billing", files[1]!), keys: join(root, "billing", files[0]!), credits: join(root, "billing", creditsFile),
     });
+    // The credits statement, saved with them: what the volume alone held of a last invoice (each
+    // key's grants and top-ups, their notes, and its closing balance), the shim's own answer.
+    expect(creditsFile).toBe(files[1]!.replace("-usage-", "-credits-").replace(/\.csv$/, ".json"));
+    const statement = JSON.parse(readFileSync(join(root, "billing", creditsFile), "utf8")) as CreditsStatement;
+    const line = statement.data.find((l) => l.key_id === keyId)!;
+    expect(line.granted).toBe(100);
+    expect(line.closing).toBe(saved.find((k) => k.id === keyId)!.balance);
+    expect(line.opening + line.granted - line.spent - (line.adjusted ?? 0)).toBeCloseTo(line.closing, 6);
     // An invoice prices each model apart: the model beside the day; the columns before it kept.
     expect(csv[0]).toBe("key_id,key_name,day,model,requests,prompt_tokens,completion_tokens,total_tokens,cost");
     const row = csv.find((l) => l.startsWith(`${keyId},`))!;
@@ -340,7 +350,7 @@ describe("reap-expired", () => {
     expect(row.split(",")[6]).toBe("12");
     expect(io.stderr.join("\n")).not.toContain("model column");
     const out = io.stdout.join("\n");
-    expect(out).toMatch(/\[bravo\] saved its usage \(\d+ rows\) to .*bravo-usage-\S+ and its keys \(\d+\) to .*bravo-keys-/);
+    expect(out).toMatch(/\[bravo\] saved its usage \(\d+ rows\) to .*bravo-usage-\S+ and its keys \(\d+\) to .*bravo-keys-\S+, its credits statement to .*bravo-credits-/);
     expect(out).toContain("[foxtrot] no usage to save: no endpoint: the serving stack was never deployed");
     // The export happened before the destroy.
     const order = pulumi.calls.map((c) => c.args.join(" ")).filter((a) => a.includes("bravo") && (a.startsWith("destroy") || a.includes("--show-secrets")));
@@ -643,6 +653,27 @@ describe("reap-expired: the saved usage per model", () => {
     expect(csv.find((l) => l.startsWith(`${id},`))!.split(",").slice(1, 4)).toEqual(["older-shim", "2026-03-01", "1"]);
     expect(io.stderr.join("\n")).toContain("[bravo] its usage is saved per key and day without the model column: this tenant's shim is older than group=day,model");
     expect(pulumi.callsOf("destroy").map((c) => pulumi.stackArg(c.args))).toContain("bravo");
+  });
+});
+
+describe("reap-expired: a shim older than the credits statement", () => {
+  it("still has its usage and keys saved, says the credits statement is not, and is destroyed", async () => {
+    // What a shim from before GET /admin/credits answers: its router's 404.
+    const older = { status: 404, json: JSON.stringify({ error: { message: "Route GET:/admin/credits not found", type: "invalid_request_error", param: null, code: "not_found" } }) };
+    const front = await frontProxy(shim.url, (method, url) => (method === "GET" && url.startsWith("/admin/credits") ? older : "forward"));
+    const { root, pulumi } = tenants();
+    withoutGolf(pulumi);
+    const bravo = pulumi.stacks.get("bravo")!;
+    bravo.outputs = { ...bravo.outputs, endpoint: `${front.url}/v1` };
+    const io = memoryIo();
+    try {
+      expect(await main(["--yes", "--json"], { root, pulumi, io, env: {}, now: () => NOW }), io.text()).toBe(0);
+    } finally {
+      front.close();
+    }
+    expect(readdirSync(join(root, "usage")).filter((f) => f.startsWith("bravo-")).map((f) => f.split("-")[1])).toEqual(["keys", "usage"]);
+    expect(io.stderr.join("\n")).toContain("[bravo] its credits statement (grants, top-ups, write-offs) is not saved: this tenant's shim is older than GET /admin/credits");
+    expect((JSON.parse(io.stdout.join("")) as { stack: string; creditsFile: string | null; action: string }[]).find((r) => r.stack === "bravo")).toMatchObject({ action: "destroyed", creditsFile: null });
   });
 });
 
