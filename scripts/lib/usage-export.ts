@@ -302,8 +302,10 @@ export async function exportUsage(stack: string, dir: string, deps: Pick<ScriptD
   const gone = marker ? [marker.usage, marker.keys].map((f) => beside(dir, f)).filter((f) => !existsSync(f)) : [];
   if (marker && gone.length === 0) {
     const keys = beside(dir, marker.keys);
-    const credits = marker.credits === undefined ? {} : { credits: beside(dir, marker.credits) };
-    return { kind: "already-saved", marker: { ...marker, usage: beside(dir, marker.usage), keys, ...credits }, ...revokedIn(keys), unsureKeys: 0 };
+    // Not required for a destroy (a shim older than it saved none), so named only while it is there.
+    const credits = marker.credits !== undefined && existsSync(beside(dir, marker.credits)) ? { credits: beside(dir, marker.credits) } : {};
+    const { credits: _named, ...rest } = marker;
+    return { kind: "already-saved", marker: { ...rest, usage: beside(dir, marker.usage), keys, ...credits }, ...revokedIn(keys), unsureKeys: 0 };
   }
   if (marker) progress(`${markerPath(dir, stack)} says its usage was saved, but ${gone.join(" and ")} ${gone.length === 1 ? "is" : "are"} gone: exporting again`);
   try {

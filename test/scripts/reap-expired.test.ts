@@ -557,6 +557,23 @@ describe("reap-expired: a destroy that failed after its stop step", () => {
     expect(readdirSync(join(root, "usage")).filter((f) => f.endsWith(".csv"))).toEqual(csv); // nothing exported again
   });
 
+  it("--json: the run that destroys without exporting again names the files the earlier run saved, its credits statement too", async () => {
+    const { root, pulumi } = await halfDestroyed();
+    const saved = readdirSync(join(root, "usage")).find((f) => f.startsWith("bravo-credits-"))!;
+    const second = memoryIo();
+    expect(await main(["--yes", "--json"], { root, pulumi, io: second, env: {}, now: () => new Date(NOW.getTime() + 900_000) }), second.text()).toBe(0);
+    const bravo = (JSON.parse(second.stdout.join("")) as { stack: string; creditsFile: string | null }[]).find((r) => r.stack === "bravo")!;
+    expect(bravo).toMatchObject({ action: "destroyed", creditsFile: join(root, "usage", saved) });
+  });
+
+  it("--json: a credits statement deleted since is not named (it is not needed to destroy: an older shim saves none)", async () => {
+    const { root, pulumi } = await halfDestroyed();
+    rmSync(join(root, "usage", readdirSync(join(root, "usage")).find((f) => f.startsWith("bravo-credits-"))!));
+    const second = memoryIo();
+    expect(await main(["--yes", "--json"], { root, pulumi, io: second, env: {}, now: () => new Date(NOW.getTime() + 900_000) }), second.text()).toBe(0);
+    expect((JSON.parse(second.stdout.join("")) as { stack: string }[]).find((r) => r.stack === "bravo")).toMatchObject({ action: "destroyed", creditsFile: null });
+  });
+
   it("a saved usage for another expiry (the stack was deployed again since) does not count: the export is tried", async () => {
     const { root, pulumi, destroys } = await halfDestroyed();
     const marker = join(root, "usage", "bravo.exported");
