@@ -3,7 +3,8 @@
 #   templates/operator/fleet-invoices.sh 2026-11 [dir]
 # writes <dir>/<tenant>-<month>-usage.csv (per key and model) and <tenant>-<month>-credits.csv
 # (per key: opening, granted, spent, written off, closing), the same columns for every tenant
-# (docs/operations.md, "A month's invoice, reconciled with the ledger"), for every stack with an
+# whose shim is from 2026-12-07 on (an older one's credits file lacks the last four; report-usage
+# says so on stderr) (docs/operations.md, "A month's invoice, reconciled with the ledger"), for every stack with an
 # endpoint: deployed, and expired but not yet destroyed (it served in the month). A file appears
 # only whole; one already there is kept, so a run again makes only those missing. Exit 1 when a
 # tenant's files could not be made (its report failed, or its state could not be read), naming
