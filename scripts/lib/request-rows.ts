@@ -87,6 +87,7 @@ export async function lookUpRequest(client: { request(id: string): Promise<Reque
     list = await client.request(id);
   } catch (err) {
     const e = err as { status?: number; code?: string; param?: string; apiMessage?: string };
+    if (e.status === 404 && e.code === "request_running") throw stillRunning(id, e.apiMessage ?? "", keys, only, err);
     if (e.status !== 404 || e.code !== "not_found") throw err;
     if (e.param !== "request_id") throw new NotFound(OLDER("GET /admin/requests"));
     throw new NotFound(`No request ${id} in the ledger. ${e.apiMessage ?? ""}`.trim());
@@ -96,6 +97,18 @@ export async function lookUpRequest(client: { request(id: string): Promise<Reque
   if (json) io.out(JSON.stringify({ ...list, data: rows.map((r) => ({ ...r, key_name: keys.get(r.key_id) ?? "" })) }, null, 2));
   else io.out(rows.map((r) => formatRequestRow(r, keys.get(r.key_id))).join("\n\n"));
   return 0;
+}
+
+/**
+ * A request the shim is still serving (404 request_running): no row yet. Its message says since
+ * when, which key and what it holds; the key's name is added. Exit 3, as a refusal for now: the
+ * same command, run once the request has ended, shows its row. Another key's than --key's: not found.
+ */
+function stillRunning(id: string, apiMessage: string, keys: ReadonlyMap<string, string>, only: readonly string[] | undefined, cause: unknown): UsageError {
+  const keyId = /\bkey ([A-Za-z0-9]+)/.exec(apiMessage)?.[1];
+  if (only !== undefined && keyId !== undefined && !only.includes(keyId)) return new NotFound(`Request ${id} is running, but not as a request of --key ${only.join(", ")}: its key is ${keyId}.`);
+  const name = keyId === undefined ? undefined : keys.get(keyId);
+  return new UsageError(`${apiMessage}${name === undefined ? "" : ` (Key ${keyId} is ${name}.)`}`, { cause, exit: "not-sent" });
 }
 
 /** A request not found, or a shim without the route: said as a key not found is (exit code 4, refused: the message alone). */
