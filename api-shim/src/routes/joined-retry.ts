@@ -47,7 +47,10 @@ export function joinable(ctx: ShimContext, request: FastifyRequest, route: strin
 export async function answerJoined(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, g: LeftGeneration, model: string): Promise<boolean> {
   const ac = new AbortController();
   // In flight while it waits: a drain waits for it, and cuts it (503) as it cuts the generation.
-  const done = ctx.inflight.add((reason) => ac.abort(reason));
+  // With the request, and the generation it joined named: GET /admin/requests/{id} of the retry's
+  // id tells it is waiting on that one (routes/running-request.ts).
+  request.shim.joined = g.requestId;
+  const done = ctx.inflight.add((reason) => ac.abort(reason), request);
   const onClose = () => reply.raw.writableFinished || ac.abort("client");
   reply.raw.on("close", onClose);
   if (reply.raw.destroyed) onClose();

@@ -22,14 +22,16 @@ export function runningRequest(ctx: ShimContext, id: string, keyId: string | und
   const held = request.shim.held;
   // "/v1/chat/completions" -> "chat", "/v1/completions" -> "completions": the ledger's `route`.
   const route = (request.routeOptions.url ?? "").replace(/^\/v1\//, "").replace(/\/completions$/, "");
-  const holding = held === null ? "no credit hold yet (it waits for its key's other holds to settle)" : `a hold of ${formatCredits(held)} credits on its key`;
+  const joined = request.shim.joined ?? null;
+  const holding = joined !== null ? `no hold: it is a retry waiting for the answer of request ${joined}, which it joined (x-joined-request-id) and whose row will have the charge; it gets no row of its own`
+    : held === null ? "no credit hold yet (it waits for its key's other holds to settle)" : `a hold of ${formatCredits(held)} credits on its key`;
   return new ShimError("request_running", {
     param: "request_id",
     message: `Request ${id} is still running on this shim: since ${since} (${Math.round(runningMs / 1000)} s), key ${key}, ${route}, model ${request.shim.model ?? "unknown"}, with ${holding}. It has no ledger row until it ends; look it up again then.`,
     extra: {
       running: {
         request_id: id, key_id: key, since, running_ms: runningMs, route, model: request.shim.model,
-        held: held === null ? null : creditsNumber(held),
+        held: held === null ? null : creditsNumber(held), joined_request_id: joined,
       },
     },
   });
