@@ -72,7 +72,12 @@ export async function answerJoined(ctx: ShimContext, request: FastifyRequest, re
       finishRequest(ctx, request, 499);
       return true;
     }
-    if (!answer) return false;
+    if (!answer) {
+      // It generates its own (inference.ts): neither joined nor charged 0, on its line and to a lookup of its id.
+      s.joined = undefined;
+      s.cost = null;
+      return false;
+    }
     if (answer instanceof ShimError) throw answer; // the generation ran out of time: told final, not run again
     // What the key has left now (other requests may have been charged since the generation was):
     // the retry's figure, as its limits' headers are; the charge is the generation's.
