@@ -57,8 +57,9 @@ totals.
   --request <request id>     one request's ledger row by the x-request-id its client saw: its
                              status, tokens, cost and price, and what it means (charged or
                              not, and why; counted in the reports or not); --format json: the
-                             API's answer. With --key, only a request of that key. Not with
-                             the period's flags or --group
+                             API's answer. With --key, only a request of that key. One the
+                             shim is still serving has no row yet: said so (since when, its
+                             key, its hold), exit 3. Not with the period's flags or --group
   --itemise                  with --key: the key's requests in the period one row each, oldest
                              first (request_id, key_id, at, route, model, status, stream, batch,
                              served, reported, prompt_tokens, cached_tokens, completion_tokens,

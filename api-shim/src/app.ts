@@ -293,7 +293,7 @@ const ambiguousPath = () => new ShimError("invalid_request", {
 });
 
 function newRequestState(): RequestState {
-  return { start: performance.now(), model: null, tokens: null, cost: null, available: null, logged: false, routeLogs: false, bodyRefused: false, graceEnds: null, schemaRelaxed: null };
+  return { start: performance.now(), model: null, tokens: null, cost: null, available: null, logged: false, routeLogs: false, bodyRefused: false, graceEnds: null, schemaRelaxed: null, held: null };
 }
 
 /**

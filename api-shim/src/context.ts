@@ -58,6 +58,8 @@ export interface RequestState {
   schemaRelaxed: string | null;
   /** A retry answered with another request's generation (joined-retry.ts): that request's id. */
   joined?: string;
+  /** The credits an inference request holds on its key while it runs (from its hold to its settlement); null before one. */
+  held: number | null;
 }
 
 /**

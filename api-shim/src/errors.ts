@@ -27,6 +27,8 @@ export const ERROR_TABLE = {
     message: "The model does not exist or you do not have access to it.",
   },
   not_found: { status: 404, type: "invalid_request_error", message: "Not found." },
+  // GET /admin/requests/{id} of a request this shim is still serving (routes/running-request.ts): no ledger row yet.
+  request_running: { status: 404, type: "invalid_request_error", message: "This request is still running: it has no ledger row yet." },
   // A path the router has routes for, asked with another method; sent with an `Allow` header.
   // Code and type as nginx's own 405 (templates/nginx/error-pages.conf).
   method_not_allowed: { status: 405, type: "invalid_request_error", message: "This method is not allowed." },

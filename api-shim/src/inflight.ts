@@ -1,4 +1,5 @@
 import { EventEmitter, once } from "node:events";
+import type { FastifyRequest } from "fastify";
 import { type ShimError, shuttingDown } from "./errors.ts";
 
 /**
@@ -24,9 +25,17 @@ const ABORTED = () => {};
  * (everything added is promoted to the old generation). Here that was every request's abort
  * closure, and with it the request's whole object graph: tens of MB/s of old-generation
  * garbage under load, which drove the peak RSS (docs/performance.md).
+ *
+ * An inference request's FastifyRequest sits beside its abort, in a second array at the same
+ * slot, so GET /admin/requests/{id} can tell a request still running (routes/running-request.ts)
+ * from one that never was: one more array store as it is added and one as it is removed, no
+ * object made for it (the request exists anyway, and is alive while in flight), and a search of
+ * the slots, rare (a support desk's lookup), rather than a Map kept on every request.
  */
 export class Inflight {
   private readonly slots: (((reason: string) => void) | undefined)[] = [];
+  /** The request in each slot that has one (inference, joined retries): read by `running` alone. */
+  private readonly requests: (FastifyRequest | undefined)[] = [];
   private readonly free: number[] = [];
   private count = 0;
   private readonly events = new EventEmitter();
@@ -46,10 +55,14 @@ export class Inflight {
     this.replicas = replicas;
   }
 
-  /** Registers an abort function; call the returned function when the request is over. */
-  add(abort: (reason: string) => void): () => void {
+  /**
+   * Registers an abort function; call the returned function when the request is over. `request`:
+   * the client's request this is (an inference one), for `running` to find by its id.
+   */
+  add(abort: (reason: string) => void, request?: FastifyRequest): () => void {
     const slot = this.free.length > 0 ? this.free.pop()! : this.slots.length;
     this.slots[slot] = abort;
+    this.requests[slot] = request;
     this.count++;
     const cut = this.cut;
     // After the caller has its done function and has set up what the abort acts on.
@@ -59,6 +72,7 @@ export class Inflight {
       if (removed) return;
       removed = true;
       this.slots[slot] = undefined;
+      this.requests[slot] = undefined;
       this.free.push(slot);
       if (--this.count === 0) this.events.emit("empty");
     };
@@ -106,6 +120,12 @@ export class Inflight {
   /** Whether the drain has cut what was in flight: connections closing now are the shim's doing. */
   get cutting(): boolean {
     return this.cut !== null;
+  }
+
+  /** The request in flight on this process with this id (given to `add`), if any: a search of the slots. */
+  running(id: string): FastifyRequest | undefined {
+    for (const r of this.requests) if (r !== undefined && r.id === id) return r;
+    return undefined;
   }
 
   get size(): number {

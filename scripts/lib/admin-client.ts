@@ -11,7 +11,7 @@ import { gaveUp, type Refusal, refusedForNow, RETRIES, retryable, retryWait } fr
 import type { ExitClass } from "./exit-codes.ts";
 export { findKey, keyReference, keyStatus } from "./key-lookup.ts";
 import type { CreditsQuery, CreditsStatement } from "./credits-statement.ts";
-import { REQUEST_LIST, type RequestList, type RequestsQuery } from "./request-rows.ts";
+import { REQUEST_LIST, type RequestList, type RequestsQuery } from "./request-shapes.ts";
 import type { KeyHistory } from "./key-history.ts";
 export type { CreditsLine, CreditsQuery, CreditsStatement } from "./credits-statement.ts";
 

@@ -1,40 +1,8 @@
 // report-usage --request and --itemise: a request's ledger row by the id its client saw, and a
 // key's requests one row each (the shim's GET /admin/requests, routes/requests.ts).
+import { AdminApiError, isMissingRoute } from "./admin-client.ts";
 import { UsageError } from "./cli.ts";
-
-/** A request's ledger row as the API shows it (null: not recorded when the row was written). */
-export interface RequestRowJson {
-  readonly request_id: string;
-  readonly key_id: string;
-  readonly at: string;
-  readonly route: string;
-  readonly model: string;
-  readonly status: number;
-  readonly stream: boolean | null;
-  readonly batch: boolean | null;
-  readonly served: boolean | null;
-  readonly reported: boolean;
-  readonly prompt_tokens: number;
-  readonly cached_tokens: number | null;
-  readonly completion_tokens: number;
-  readonly total_tokens: number;
-  readonly cost: number;
-  readonly price_id: string | null;
-  readonly ms: number | null;
-}
-
-export interface RequestList { readonly object: "list"; readonly data: RequestRowJson[] }
-
-export interface RequestsQuery { readonly key: string; readonly from?: string; readonly to?: string; readonly format: "json" | "csv" }
-
-const isObject = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v);
-const isRow = (v: unknown): v is RequestRowJson => isObject(v) && typeof v.request_id === "string" && typeof v.status === "number" && typeof v.cost === "number";
-
-/** The shape of GET /admin/requests/{id}'s answer, as the admin client checks it. */
-export const REQUEST_LIST = {
-  what: 'a "list" of ledger rows',
-  is: (v: unknown): v is RequestList => isObject(v) && v.object === "list" && Array.isArray(v.data) && v.data.every(isRow),
-};
+import type { RequestList, RequestRowJson, RequestsQuery } from "./request-shapes.ts";
 
 /**
  * What a row means for the ticket "I was charged for request X that failed" (docs/troubleshooting.md,
@@ -86,16 +54,29 @@ export async function lookUpRequest(client: { request(id: string): Promise<Reque
   try {
     list = await client.request(id);
   } catch (err) {
-    const e = err as { status?: number; code?: string; param?: string; apiMessage?: string };
-    if (e.status !== 404 || e.code !== "not_found") throw err;
-    if (e.param !== "request_id") throw new NotFound(OLDER("GET /admin/requests"));
-    throw new NotFound(`No request ${id} in the ledger. ${e.apiMessage ?? ""}`.trim());
+    if (err instanceof AdminApiError && err.status === 404 && err.code === "request_running") throw stillRunning(id, err.apiMessage ?? "", keys, only, err);
+    if (!isMissingRoute(err)) throw err;
+    // The route's own 404 names the id; a shim without the route names nothing.
+    if (err.param !== "request_id") throw new NotFound(OLDER("GET /admin/requests"));
+    throw new NotFound(`No request ${id} in the ledger. ${err.apiMessage ?? ""}`.trim());
   }
   const rows = only === undefined ? list.data : list.data.filter((r) => only.includes(r.key_id));
   if (rows.length === 0) throw new NotFound(`Request ${id} is in the ledger, but not as a request of --key ${only!.join(", ")}: its key is ${list.data.map((r) => r.key_id).join(", ")}.`);
   if (json) io.out(JSON.stringify({ ...list, data: rows.map((r) => ({ ...r, key_name: keys.get(r.key_id) ?? "" })) }, null, 2));
   else io.out(rows.map((r) => formatRequestRow(r, keys.get(r.key_id))).join("\n\n"));
   return 0;
+}
+
+/**
+ * A request the shim is still serving (404 request_running): no row yet. Its message says since
+ * when, which key and what it holds; the key's name is added. Exit 3, as a refusal for now: the
+ * same command, run once the request has ended, shows its row. Another key's than --key's: not found.
+ */
+function stillRunning(id: string, apiMessage: string, keys: ReadonlyMap<string, string>, only: readonly string[] | undefined, cause: unknown): UsageError {
+  const keyId = /\bkey ([A-Za-z0-9]+)/.exec(apiMessage)?.[1];
+  if (only !== undefined && keyId !== undefined && !only.includes(keyId)) return new NotFound(`Request ${id} is running, but not as a request of --key ${only.join(", ")}: its key is ${keyId}.`);
+  const name = keyId === undefined ? undefined : keys.get(keyId);
+  return new UsageError(`${apiMessage}${name === undefined ? "" : ` (Key ${keyId} is ${name}.)`}`, { cause, exit: "not-sent" });
 }
 
 /** A request not found, or a shim without the route: said as a key not found is (exit code 4, refused: the message alone). */
@@ -117,8 +98,7 @@ export async function itemise(client: { requests(q: RequestsQuery): Promise<Resp
     try {
       res = await client.requests({ key, ...period, format });
     } catch (err) {
-      const e = err as { status?: number; code?: string; param?: string };
-      if (e.status === 404 && e.code === "not_found" && e.param !== "key") throw new NotFound(OLDER("GET /admin/requests (--itemise)"));
+      if (isMissingRoute(err) && err.param !== "key") throw new NotFound(OLDER("GET /admin/requests (--itemise)"));
       throw err;
     }
     if (format === "json" && i > 0) io.write(",");

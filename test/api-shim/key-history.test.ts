@@ -115,10 +115,24 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
     await store.ensureBootstrapKey({ ...entry, hash: replaced.hash, at: clock.now() });
     expect((await events(h, configured.id)).data.slice(1)).toEqual([{ object: "key_event", event: "rotated", at: "2026-12-07T14:02:07.000Z", request_id: null, changes: [] }]);
 
+    // Its tier and models changed in the stack: the next start sets them, an `updated` event by the
+    // start saying from what to what ("when did my key lose model X"); a start that changes nothing
+    // records nothing.
+    clock.advance(1000);
+    await store.ensureBootstrapKey({ ...entry, hash: replaced.hash, tier: "big", models: ["qwen2.5-7b"], at: clock.now() });
+    clock.advance(1000);
+    await store.ensureBootstrapKey({ ...entry, hash: replaced.hash, tier: "big", models: ["qwen2.5-7b"], at: clock.now() });
+    clock.advance(1000);
+    await store.ensureBootstrapKey({ ...entry, hash: replaced.hash, tier: "big", models: ["bge-m3"], at: clock.now() });
+    expect((await events(h, configured.id)).data.slice(2)).toEqual([
+      { object: "key_event", event: "updated", at: "2026-12-07T14:02:09.000Z", request_id: null, changes: [{ field: "tier", from: "small", to: "big" }, { field: "models", from: null, to: ["qwen2.5-7b"] }] },
+      { object: "key_event", event: "updated", at: "2026-12-07T14:02:11.000Z", request_id: null, changes: [{ field: "models", from: ["qwen2.5-7b"], to: ["bge-m3"] }] },
+    ]);
+
     // Taken out of the stack: the next start revokes it, no request either.
     clock.advance(1000);
     expect(await store.revokeRemovedBootstrapKeys([], clock.now())).toEqual([configured.id]);
-    expect((await events(h, configured.id)).data.slice(2)).toEqual([{ object: "key_event", event: "revoked", at: "2026-12-07T14:02:09.000Z", request_id: null, changes: [] }]);
+    expect((await events(h, configured.id)).data.slice(4)).toEqual([{ object: "key_event", event: "revoked", at: "2026-12-07T14:02:12.000Z", request_id: null, changes: [] }]);
 
     // An unknown key, a malformed id: 404 in the shim's error shape; without the admin token: 401.
     for (const bad of ["abcdefghijkl", "not-a-key"]) {

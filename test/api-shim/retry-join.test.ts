@@ -271,6 +271,11 @@ describe("an SDK's retry of a non-streamed request whose client left", () => {
     expect(retry.headers.get("x-joined-request-id")).toBeNull();
     expect(h.fake.counters.received).toBe(2);
     expect(await balance(h, id)).toBe(CREDITS * CREDIT - Number(retry.headers.get("x-credits-charged")) * CREDIT);
+    // Its own generation: its log line names no joined request, and its row is its own.
+    const retryId = retry.headers.get("x-request-id")!;
+    const line = await h.waitForRequestLog((e) => e.reqId === retryId);
+    expect(line).not.toHaveProperty("joined");
+    expect(line.cost).toBe(Number(retry.headers.get("x-credits-charged")));
   });
 
   it("a retry waiting on a generation that runs out of time gets its final 504 (x-should-retry: false), not a generation of its own", async () => {

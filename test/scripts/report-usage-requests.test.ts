@@ -83,6 +83,31 @@ describe("report-usage --request", () => {
     expect((await run(["--request", okId, "--key", "team-a"])).code).toBe(0);
   });
 
+  it("a request still running (a stream): said plainly, with its key's name and hold, exit 3 (run it again later); then its row", async () => {
+    const runner = await h.createKey({ name: "team-r", credits: 100 }); // its own: team-a's requests are counted below
+    h.fake.set({ tokenDelayMs: 40, defaultTokens: 40 });
+    const stream = await h.client(runner.key).chat.completions.create({ model: "qwen2.5-7b", messages: [{ role: "user", content: "hello" }], max_tokens: 40, stream: true }).withResponse();
+    const id = stream.response.headers.get("x-request-id")!;
+    const chunks = stream.data[Symbol.asyncIterator]();
+    await chunks.next();
+    const running = await run(["--request", id]);
+    expect(running.code).toBe(3);
+    expect(running.err).toContain(`Request ${id} is still running on this shim: since `);
+    expect(running.err).toContain(`key ${runner.id}`);
+    expect(running.err).toContain(`(Key ${runner.id} is team-r.)`);
+    expect(running.err).toMatch(/a hold of [0-9.]+ credits on its key/);
+    expect(running.err).not.toContain("No request");
+    const other = await run(["--request", id, "--key", "team-b"]);
+    expect(other.code).toBe(4);
+    expect(other.err).toContain(`its key is ${runner.id}`);
+    h.fake.set({ tokenDelayMs: 0 });
+    for (let c = await chunks.next(); !c.done; c = await chunks.next());
+    await h.waitForRequestLog((l) => l.reqId === id);
+    const ended = await run(["--request", id]);
+    expect(ended.code, ended.err).toBe(0);
+    expect(ended.out).toMatch(/status: +200/);
+  });
+
   it("refuses the report's flags with it, before any request", async () => {
     for (const [argv, said] of [[["--from", "2026-11-01"], "--from is not for --request"], [["--group", "day"], "--group is for the usage report"], [["--itemise"], "give one of them"], [["--format", "csv"], "--format"]] as const) {
       const r = await run(["--request", okId, ...argv], "http://127.0.0.1:9");

@@ -103,10 +103,11 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   // A non-streamed answer's bytes (a stream's large events) count against the memory all answers
   // may hold until sent or dropped. Releasing it also ends a wait for room: a cut request must not wait on others.
   const lease = ctx.answerMemory.lease();
+  // With the request: GET /admin/requests/{id} tells it is running (routes/running-request.ts).
   const inflightDone = ctx.inflight.add((reason) => {
     ac.abort(reason);
     lease.release();
-  });
+  }, request);
   // Its body counts (SHIM_BODY_MEMORY_BYTES) while it is in flight, past its client's leaving:
   // a request goes on waiting on the upstream then, with its body in the upstream's hands.
   const bodyHold = request.bodyHold;
@@ -147,6 +148,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
       headers: { "x-credits-remaining": available },
     });
   }
+  request.shim.held = hold;
   const settlement = new Settlement({ ctx, request, reservationId, hold, kind, model: req.model, batch, stream: req.stream, estimate, cacheLifetime: facts.cacheLifetime });
   /** The prompt's tokens estimated from its fields, for an answer whose usage never came. */
   const promptEstimate = () => facts.promptTokens;

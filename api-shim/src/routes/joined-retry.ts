@@ -47,7 +47,10 @@ export function joinable(ctx: ShimContext, request: FastifyRequest, route: strin
 export async function answerJoined(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, g: LeftGeneration, model: string): Promise<boolean> {
   const ac = new AbortController();
   // In flight while it waits: a drain waits for it, and cuts it (503) as it cuts the generation.
-  const done = ctx.inflight.add((reason) => ac.abort(reason));
+  // With the request, and the generation it joined named: GET /admin/requests/{id} of the retry's
+  // id tells it is waiting on that one (routes/running-request.ts).
+  request.shim.joined = g.requestId;
+  const done = ctx.inflight.add((reason) => ac.abort(reason), request);
   const onClose = () => reply.raw.writableFinished || ac.abort("client");
   reply.raw.on("close", onClose);
   if (reply.raw.destroyed) onClose();
@@ -69,7 +72,12 @@ export async function answerJoined(ctx: ShimContext, request: FastifyRequest, re
       finishRequest(ctx, request, 499);
       return true;
     }
-    if (!answer) return false;
+    if (!answer) {
+      // It generates its own (inference.ts): neither joined nor charged 0, on its line and to a lookup of its id.
+      s.joined = undefined;
+      s.cost = null;
+      return false;
+    }
     if (answer instanceof ShimError) throw answer; // the generation ran out of time: told final, not run again
     // What the key has left now (other requests may have been charged since the generation was):
     // the retry's figure, as its limits' headers are; the charge is the generation's.

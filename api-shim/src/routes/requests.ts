@@ -8,6 +8,7 @@ import { onlyKnown } from "../requests/known-members.ts";
 import { SANE_REQUEST_ID } from "../requests/request-id.ts";
 import type { RequestRow } from "../store/request-rows.ts";
 import { requestsReport } from "./usage.ts";
+import { runningRequest } from "./running-request.ts";
 import { type RowsLayout, sendRowsBody } from "./usage-body.ts";
 
 /**
@@ -23,6 +24,10 @@ export function requestRoutes(app: FastifyInstance, ctx: ShimContext): void {
     const keyId = keyParam(q.key);
     // An id the shim could not have given a request names none: no scan for it.
     if (!SANE_REQUEST_ID.test(request.params.id)) throw requestNotFound();
+    // Still running here: said so, before the scan (it has no row yet). Asked first, a request not
+    // running now has settled already, its row committed before the scan reads.
+    const running = runningRequest(ctx, request.params.id, keyId);
+    if (running) throw running;
     const batches = await requestsReport(ctx, request, reply, { requestId: request.params.id, keyId: keyId ?? null, from: 0, to: Number.MAX_SAFE_INTEGER });
     const rows: RequestRow[] = [];
     for await (const batch of batches) rows.push(...batch);
@@ -52,7 +57,7 @@ function keyParam(key: unknown): string | undefined {
 const invalid = (message: string, param: string) => new ShimError("invalid_request", { message, param });
 const requestNotFound = () => new ShimError("not_found", {
   param: "request_id",
-  message: "No request with this id is in the ledger. Only requests forwarded to the model have a row (charged or not): one the shim refused before (a bad key or body, 402, 403, 429) was charged nothing and is in its log alone, and a retry that joined an earlier answer is charged on the request it joined.",
+  message: "No request with this id is in the ledger. Only requests forwarded to the model have a row (charged or not): one the shim refused before (a bad key or body, 402, 403, 429) was charged nothing and is in its log alone, a retry that joined an earlier request's generation has no row of its own (its answer's x-joined-request-id, and its log line's 'joined', name the request whose row has the charge), and a request still running on another replica has none yet (each replica knows only its own).",
 });
 
 /** A column that was not recorded when the row was written (NULL): unknown, null in JSON, empty in CSV. */

@@ -69,6 +69,15 @@ export function changeEvent(keyId: string, before: KeyBefore, changes: KeyChange
   return out.length === 0 ? null : { keyId, at, event: "updated", requestId, changes: out };
 }
 
+/**
+ * A start's event for a stack key it sets from configuration (ensureBootstrapKey, both stores): its
+ * name, tier and models as the configuration has them, against its row before; null when none
+ * changed (most starts). No request: a start made it (`request_id` null, as its creation's).
+ */
+export function startChangeEvent(before: KeyBefore, key: { id: string; name: string; tier: string; models: string[] | null; at: number }): KeyEvent | null {
+  return changeEvent(key.id, before, { name: key.name, tier: key.tier, models: key.models }, key.at, null);
+}
+
 /** A row's `models` column (JSON text in SQLite, jsonb as parsed by pg) as a list, or null. */
 export const modelsOf = (models: string | string[] | null): string[] | null => (typeof models === "string" ? (JSON.parse(models) as string[]) : models);
 
@@ -78,8 +87,10 @@ export const modelsOf = (models: string | string[] | null): string[] | null => (
  * upgrading.md allows) has no event: the row then disagrees (revoked with no `revoked` event; a
  * tier, models or expiry not where the events leave them), and the history is said to be
  * incomplete rather than shown whole (found by the review of the key history: a key revoked in
- * that window showed `["created"]` and complete). A stack key's tier and models are set from the
- * stack at each start without events (documented), so they are not compared for it.
+ * that window showed `["created"]` and complete). A stack key's tier and models are not compared:
+ * a start sets them from the stack, with an `updated` event since 2026-12-07 (startChangeEvent), but
+ * without one before, so a stack key changed so earlier would read incomplete for no change anyone
+ * made by hand.
  */
 export function historyIsComplete(events: readonly KeyEvent[], key: KeyBefore & { revokedAt: number | null; fromConfiguration: boolean }): boolean {
   if (events[0]?.event !== "created") return false;

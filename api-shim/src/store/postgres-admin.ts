@@ -4,7 +4,7 @@ import { keyUpdateRefusal, keyUpdateSql, keyUpdateValues, liveNamesakeSql, nameT
 import { grant, keyById, keysWithHolds } from "./postgres-client.ts";
 import { LOCK_KEY } from "./postgres-sql.ts";
 import { type CreationIdempotency, creationBody, creationRowKey, type KeyCreationResult, priorCreation } from "./key-creations.ts";
-import { changeEvent, creationChanges, modelsOf } from "./key-events.ts";
+import { changeEvent, creationChanges, modelsOf, startChangeEvent } from "./key-events.ts";
 import { recordEvent } from "./postgres-key-events.ts";
 import {
   grantRefusal, type BootstrapResult, isAdminApiKey, type KeyChanges, type KeyRecord, type KeyUpdateResult, type NewKey, type TopUpInput, type TopUpResult, topUpRefusal, creditsChangeRow,
@@ -42,12 +42,16 @@ export async function ensureBootstrapKeyIn(c: pg.PoolClient, key: NewKey): Promi
   const models = key.models && JSON.stringify(key.models);
   const inserted = await c.query("INSERT INTO keys (id, name, hash, tier, models, created_at, expires_at, bootstrap) VALUES ($1, $2, $3, $4, $5, $6, $7, true) ON CONFLICT (id) DO NOTHING",
     [key.id, key.name, key.hash, key.tier, models, key.at, key.expiresAt]);
-  const found = (await c.query<{ bootstrap: boolean; hash: string }>("SELECT bootstrap, hash FROM keys WHERE id = $1 FOR UPDATE", [key.id])).rows[0]!;
+  const found = (await c.query<{ bootstrap: boolean; hash: string; name: string; tier: string; models: string[] | null }>(
+    "SELECT bootstrap, hash, name, tier, models FROM keys WHERE id = $1 FOR UPDATE", [key.id])).rows[0]!;
   if (isAdminApiKey(found, key)) return { created: false, granted: false, adminKey: true };
   const created = inserted.rowCount === 1;
   if (created) await recordEvent(c, { keyId: key.id, at: key.at, event: "created", requestId: null, changes: creationChanges(key) }); // by the start
   // The stack's secret replaced (operations.md, "Rotate a stack key"): the old one gets 401 from this start on.
   else if (found.hash !== key.hash) await recordEvent(c, { keyId: key.id, at: key.at, event: "rotated", requestId: null, changes: [] });
+  // Its name, tier or models changed in the configuration: an event by the start, only when one did.
+  const changed = created ? null : startChangeEvent({ name: found.name, tier: found.tier, models: modelsOf(found.models), expiresAt: null }, key);
+  if (changed) await recordEvent(c, changed);
   await c.query("UPDATE keys SET name = $2, hash = $3, tier = $4, models = $5, bootstrap = true WHERE id = $1", [key.id, key.name, key.hash, key.tier, models]);
   const idem = `bootstrap:${key.id}`;
   if (key.credits <= 0 || (await c.query("SELECT 1 FROM ledger WHERE idem = $1", [idem])).rowCount !== 0) return { created, granted: false };

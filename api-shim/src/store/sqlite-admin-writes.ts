@@ -7,7 +7,7 @@ import { type prepareStatements, toKey } from "./sqlite-statements.ts";
 import { creditsChangeRow, grantRefusal, isAdminApiKey, topUpRefusal, type BootstrapResult, type KeyRecord, type NewKey, type TopUpInput, type TopUpResult } from "./store.ts";
 
 import { type CreationIdempotency, creationBody, creationRowKey, type KeyCreationResult, priorCreation } from "./key-creations.ts";
-import { creationChanges, eventRow } from "./key-events.ts";
+import { creationChanges, eventRow, modelsOf, startChangeEvent } from "./key-events.ts";
 
 type Statements = ReturnType<typeof prepareStatements>;
 
@@ -53,6 +53,10 @@ export function ensureBootstrapKeyIn(stmt: Statements, key: NewKey): BootstrapRe
     // this start on, which is what a "my key stopped working" ticket asks about.
     stmt.insertEvent.run(...eventRow({ keyId: key.id, at: key.at, event: "rotated", requestId: null, changes: [] }));
   }
+  // Its name, tier or models changed in the configuration: said in its history, as a PATCH's change
+  // is ("when did my key lose model X"), by the start. Nothing when the start changes nothing.
+  const changed = found && startChangeEvent({ name: found.name, tier: found.tier, models: modelsOf(found.models), expiresAt: found.expires_at }, key);
+  if (changed) stmt.insertEvent.run(...eventRow(changed));
   stmt.updateBootstrap.run(fields); // and marks it as configuration's
   if (key.credits <= 0 || stmt.bootstrapGranted.get(key.id) !== undefined) return { created, granted: false };
   const refused = grantRefusal(toKey(stmt.getKey.get(key.id)!), key.credits, key.at);
