@@ -58,6 +58,8 @@ export interface RequestState {
   schemaRelaxed: string | null;
   /** A retry answered with another request's generation (joined-retry.ts): that request's id. */
   joined?: string;
+  /** A re-send with an Idempotency-Key answered with an earlier request's answer (idempotent-requests.ts): that request's id. */
+  replayed?: string;
 }
 
 /**
