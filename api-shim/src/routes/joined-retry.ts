@@ -57,7 +57,7 @@ export async function answerJoined(ctx: ShimContext, request: FastifyRequest, re
   reply.raw.on("close", onClose);
   if (reply.raw.destroyed) onClose();
   // This retry's, until it is delivered whole (then forgotten) or not delivered (then the next retry's).
-  if (!replay) g.claimed = true;
+  g.claimed = true;
   const joined = g.ended ? "finished" : "running";
   let sending = false;
   try {
@@ -96,13 +96,13 @@ export async function answerJoined(ctx: ShimContext, request: FastifyRequest, re
       ctx.leftGenerations.joined(joined);
       ctx.leftGenerations.drop(g);
     });
-    if (!replay) reply.raw.once("close", () => reply.raw.writableFinished || (g.claimed = false));
+    reply.raw.once("close", () => reply.raw.writableFinished || (g.claimed = false));
     sending = true;
     reply.raw.end(body);
     finishRequest(ctx, request, answer.status);
     return true;
   } finally {
-    if (!sending && !replay) g.claimed = false;
+    if (!sending) g.claimed = false;
     reply.raw.off("close", onClose);
     done();
   }
