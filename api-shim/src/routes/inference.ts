@@ -86,14 +86,15 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   const cap = auth.limits.concurrency;
   try {
     if (!ctx.limiter.enter(auth.key.id, cap ?? Infinity) && !(await placeFreed(ctx, reply, cap!, true))) throw tooManyInFlight(ctx, auth, cap!); // only a cap refuses
-  } catch (e) {
-    idempotent?.end(); // refused: not kept, its re-send generates
-    throw e;
-  }
-  try {
-    return await admitted(ctx, kind, upstreamPath, request, reply, checks, idempotent);
+    try {
+      return await admitted(ctx, kind, upstreamPath, request, reply, checks, idempotent);
+    } finally {
+      ctx.limiter.leave(auth.key.id);
+    }
   } finally {
-    ctx.limiter.leave(auth.key.id);
+    // However it ended: kept when answered (admitted waits for the answer, client or not), else
+    // forgotten (refused, failed): its re-send generates, and those waiting on it generate theirs.
+    idempotent?.end();
   }
 }
 
@@ -113,13 +114,7 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   // one copy of its body, the forwarded one, as the body hold counts it (a review of the join).
   // (An idempotent request is remembered already, by its Idempotency-Key.)
   let sentBytes: Buffer | string | undefined = req.stream || idempotent ? undefined : request.rawBody;
-  let facts;
-  try {
-    facts = admission(ctx, kind, request, checks);
-  } catch (e) {
-    idempotent?.end(); // refused (tokens/min, a body it could not bill): not kept
-    throw e;
-  }
+  const facts = admission(ctx, kind, request, checks);
   if (Buffer.isBuffer(sentBytes) && facts.upstreamBody !== sentBytes) sentBytes = callHash(callOf(upstreamPath, batch), sentBytes);
   const { estimate, hold } = facts;
   const reservationId = randomUUID();
@@ -153,7 +148,6 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     if (!reserved?.ok) {
       auth.buckets.tokens?.settleEstimate(estimate, 0, ctx.clock.monotonic());
       done();
-      idempotent?.end();
     }
   }
   if (!reserved.ok) {
