@@ -94,6 +94,18 @@ describe("Idempotency-Key on the inference routes", () => {
     expect(await spent(h, id)).toBe(once + Number(e1.response.headers.get("x-credits-charged")) * CREDIT);
   });
 
+  it("the SDK's own retry of a request with an Idempotency-Key (its timeout shorter than the generation) gets that generation's answer, charged once", async () => {
+    const h = await start({ file: FILE, fake: FAKE });
+    h.fake.set({ tokenDelayMs: 75, defaultTokens: 20 }); // 1.5 s: past the client's 1 s timeout
+    const { key, id } = await h.createKey({ credits: CREDITS });
+    const client = new OpenAI({ apiKey: key, baseURL: `${h.url}/v1`, timeout: 1000, maxRetries: 2 });
+    const { response } = await client.chat.completions.create(prompt(1), idem("p-1")).withResponse();
+    expect(response.headers.get("idempotent-replayed")).toBe("true");
+    await aWhile();
+    expect(h.fake.counters.received).toBe(1);
+    expect(await spent(h, id)).toBe(Number(response.headers.get("x-credits-charged")) * CREDIT);
+  });
+
   it("the same Idempotency-Key with another body, route or price is a 409 idempotency_key_reused, nothing generated or charged", async () => {
     const h = await start({ file: WITH_EMBEDDINGS, fake: { models: [{ name: "qwen2.5-7b" }, { name: "bge-m3" }] } });
     const { key, id } = await h.createKey({ credits: CREDITS });
