@@ -60,6 +60,8 @@ export interface RequestState {
   joined?: string;
   /** The credits an inference request holds on its key while it runs (from its hold to its settlement); null before one. */
   held: number | null;
+  /** A re-send with an Idempotency-Key answered with an earlier request's answer (idempotent-requests.ts): that request's id. */
+  replayed?: string;
 }
 
 /**

@@ -19,6 +19,31 @@ describe("left generations kept for a retry", () => {
     expect(m.has("k2")).toBe(false);
   });
 
+  it("an idempotent request's is found by its key's id and Idempotency-Key, never by its bytes; forgotten KEEP_MS after its answer, or past its key's share as any entry", async () => {
+    vi.useFakeTimers();
+    const m = new LeftGenerations();
+    const g = m.remember("k1", callHash("/r", body("x")), "r1", "job:1");
+    expect(m.idempotent("k1", "job:1")).toBe(g);
+    expect(m.idempotent("k2", "job:1")).toBeUndefined();
+    expect(m.idempotent("k1", "job:2")).toBeUndefined();
+    // An SDK's retry without the header does not take it: its re-sends with the key would lose it.
+    expect(m.find("k1", "/r", body("x"))).toBeUndefined();
+    g.answered(answer(10));
+    expect(m.keptAnswers).toBe(0); // shim_retry_answers_kept_total counts left generations' alone
+    vi.advanceTimersByTime(KEEP_MS - 1);
+    expect(m.idempotent("k1", "job:1")).toBe(g);
+    vi.advanceTimersByTime(1);
+    expect(m.idempotent("k1", "job:1")).toBeUndefined();
+    expect(m.bytes).toBe(0);
+    // Past the key's share, its oldest goes, found no more by its value.
+    const first = m.remember("k1", callHash("/r", body("0")), "r0", "v0");
+    for (let i = 1; i < KEY_ENTRIES; i++) m.remember("k1", callHash("/r", body(String(i))), `r${i}`, `v${i}`);
+    expect(m.idempotent("k1", "v0")).toBe(first);
+    m.remember("k1", callHash("/r", body("last")), "rl", "last");
+    expect(m.idempotent("k1", "v0")).toBeUndefined();
+    expect(m.idempotent("k1", "last")).toBeDefined();
+  });
+
   it("a finished answer is forgotten KEEP_MS after it was charged", async () => {
     vi.useFakeTimers();
     const m = new LeftGenerations();

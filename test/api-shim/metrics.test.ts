@@ -58,12 +58,14 @@ describe("the counters read at each scrape", () => {
 
   it("the retry join's counters and gauges say what the left generations hold and have counted, however often they are scraped", async () => {
     const metrics = new Metrics();
-    metrics.retryMemory = { size: 3, bytes: 4096, keptAnswers: 7, joins: { running: 1, finished: 2 }, evicted: { expired: 3, over_key_share: 4, over_total: 0 } };
+    metrics.retryMemory = { size: 3, bytes: 4096, keptAnswers: 7, joins: { running: 1, finished: 2 }, replays: { running: 5, finished: 6 }, evicted: { expired: 3, over_key_share: 4, over_total: 0 } };
     for (let scrape = 0; scrape < 3; scrape++) {
       const text = await metrics.registry.metrics();
       expect(text).toMatch(/^shim_retry_joins_total\{outcome="running"\} 1$/m);
       expect(text).toMatch(/^shim_retry_joins_total\{outcome="finished"\} 2$/m);
       expect(text).toMatch(/^shim_retry_answers_kept_total 7$/m);
+      expect(text).toMatch(/^shim_idempotent_replays_total\{outcome="running"\} 5$/m);
+      expect(text).toMatch(/^shim_idempotent_replays_total\{outcome="finished"\} 6$/m);
       expect(text).toMatch(/^shim_retry_memory_evictions_total\{reason="expired"\} 3$/m);
       expect(text).toMatch(/^shim_retry_memory_evictions_total\{reason="over_key_share"\} 4$/m);
       expect(text).toMatch(/^shim_retry_memory_evictions_total\{reason="over_total"\} 0$/m);

@@ -118,7 +118,43 @@ async function joinedScenario(wrapStore?: () => Store): Promise<void> {
   }
 }
 
+/**
+ * A re-send with an earlier request's Idempotency-Key, waiting for that request's answer, is told
+ * running and names it, as a re-send (not a retry that joined); its line says `replayed`, not `joined`.
+ */
+async function replayScenario(): Promise<void> {
+  const h = await startShim({ env: { SHIM_TRUST_PROXY: "127.0.0.1/32" } });
+  try {
+    const { key, id } = await h.createKey({ credits: 100 });
+    const body = { model: "qwen2.5-7b", messages: [{ role: "user", content: "a long answer" }], max_tokens: 20 };
+    const post = (reqId: string) => fetch(`${h.url}/v1/chat/completions`, {
+      method: "POST", body: JSON.stringify(body),
+      headers: { authorization: `Bearer ${key}`, "content-type": "application/json", "x-request-id": reqId, "idempotency-key": "job-7-prompt-1" },
+    });
+    const lookup = async (reqId: string) => (await (await h.admin(`/admin/requests/${reqId}`)).json()) as Answer;
+    h.fake.set({ tokenDelayMs: 75, defaultTokens: 20 }); // 1.5 s
+    const first = post("first-send");
+    await pollUntil(() => h.fake.counters.received > 0, 10_000, 5);
+    const resend = post("the-resend");
+    await pollUntil(async () => (await lookup("the-resend")).error?.code === "request_running", 10_000, 10);
+    const waiting = (await lookup("the-resend")).error!;
+    expect(waiting.running).toMatchObject({ request_id: "the-resend", key_id: id, joined_request_id: "first-send", held: null });
+    expect(waiting.message).toContain("a re-send with the Idempotency-Key of request first-send");
+    const [a, b] = await Promise.all([first, resend]);
+    const [ja, jb] = (await Promise.all([a.json(), b.json()])) as [{ choices: unknown }, { choices: unknown }];
+    expect(jb.choices).toEqual(ja.choices);
+    expect(b.headers.get("idempotent-replayed")).toBe("true");
+    const line = await h.waitForRequestLog((l) => l.reqId === "the-resend");
+    expect(line).toMatchObject({ replayed: "first-send", cost: 0 });
+    expect(line).not.toHaveProperty("joined");
+    expect(h.fake.counters.received).toBe(1);
+  } finally {
+    await h.close();
+  }
+}
+
 describe("a request still running, by its id", () => {
+  it("a re-send with an earlier request's Idempotency-Key: told waiting on that request, as a re-send; its line says replayed", replayScenario, 60_000);
   onBothStores("a stream still being generated is told running (not 'no such request'), then has its row", scenario, 60_000);
   describe("a retry that joined a generation", () => {
     onBothStores("told waiting on the request it joined while it waits; after, no row of its own, the message naming where the charge is", joinedScenario, 60_000);

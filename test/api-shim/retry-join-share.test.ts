@@ -2,6 +2,7 @@ import { request } from "node:http";
 import { describe, expect, it } from "vitest";
 import { KEPT_BYTES, KEY_BYTES } from "../../api-shim/src/limits/left-generations.ts";
 import type { Harness } from "../support/shim-harness.ts";
+import { balance, BODY, CREDIT, CREDITS, FAKE, FILE } from "../support/kept-answers.ts";
 import { pollUntil } from "../support/tools.ts";
 import { countingUpstream, type CountingUpstream, postAndLeave, shimPerTest } from "../support/upstream-per-test.ts";
 
@@ -11,11 +12,6 @@ import { countingUpstream, type CountingUpstream, postAndLeave, shimPerTest } fr
  * and those keys' retries were generated and charged again. And /metrics shows the joins and what
  * is kept.
  */
-const FILE = { pricing: { request: 1, models: { "qwen2.5-7b": { promptPer1k: 1, completionPer1k: 1000 } } }, models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }] };
-const FAKE = { models: [{ name: "qwen2.5-7b" }] };
-const CREDITS = 1000;
-const CREDIT = 1_000_000;
-const BODY = { model: "qwen2.5-7b", messages: [{ role: "user", content: "a long answer" }], max_tokens: 20 };
 const RETRY = { "x-stainless-retry-count": "1" };
 
 /** An answer of 5 MiB: three fit in a key's share, thirteen of them and one more are past the total. */
@@ -37,7 +33,6 @@ const largeAnswers = (delayMs = 300, answer = ANSWER) =>
     setTimeout(() => res.writeHead(200, { "content-type": "application/json", "content-length": answer.length }).end(answer), delayMs);
   });
 
-const balance = async (h: Harness, id: string) => (await h.store.getKey(id))!.balance;
 
 /** The request lines of `id`'s generations whose client left (499, not joined). */
 const leftLines = (h: Harness, id: string) => h.logs.filter((l) => l.includes(`"keyId":"${id}"`) && l.includes('"status":499') && !l.includes('"joined"'));

@@ -2,7 +2,7 @@ import OpenAI from "openai";
 import { describe, expect, it } from "vitest";
 import { closeApp } from "../../api-shim/src/app.ts";
 import { refillessClock } from "../support/clocks.ts";
-import type { Harness } from "../support/shim-harness.ts";
+import { aWhile, balance, BODY, CREDIT, CREDITS, FAKE, FILE, leaveAndWaitForCharge, requestLines } from "../support/kept-answers.ts";
 import { postAndLeave, shimPerTest } from "../support/upstream-per-test.ts";
 
 /**
@@ -11,25 +11,6 @@ import { postAndLeave, shimPerTest } from "../support/upstream-per-test.ts";
  * each retry was generated and charged again (openai-node 3 times, LangChain 7, LlamaIndex 11),
  * the client never getting its answer. Here the SDK's own `timeout` stands in for fetch's limit.
  */
-const FILE = { pricing: { request: 1, models: { "qwen2.5-7b": { promptPer1k: 1, completionPer1k: 1000 } } }, models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }] };
-const FAKE = { models: [{ name: "qwen2.5-7b" }] };
-const CREDITS = 1000;
-const CREDIT = 1_000_000;
-const BODY = { model: "qwen2.5-7b", messages: [{ role: "user", content: "a long answer" }], max_tokens: 20 };
-
-/** Long enough for anything a joined retry wrongly started after its answer to reach the upstream and settle. */
-const aWhile = () => new Promise((r) => setTimeout(r, 500));
-const balance = async (h: Harness, id: string) => (await h.store.getKey(id))!.balance;
-const requestLines = (h: Harness, id: string) => h.logs.filter((l) => l.includes(`"keyId":"${id}"`) && l.includes('"msg":"request"')).map((l) => JSON.parse(l) as Record<string, unknown>);
-
-/** Sends BODY and leaves once the upstream has it; resolves when its generation has been charged (its 499 line). */
-async function leaveAndWaitForCharge(h: Harness, key: string, id: string): Promise<number> {
-  const before = h.fake.counters.received;
-  await postAndLeave(h, key, BODY, () => h.fake.counters.received > before);
-  await h.waitForRequestLog((e) => e.keyId === id && e.status === 499, 10_000);
-  return CREDITS * CREDIT - (await balance(h, id));
-}
-
 describe("an SDK's retry of a non-streamed request whose client left", () => {
   const start = shimPerTest();
 

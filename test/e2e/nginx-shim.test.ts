@@ -169,7 +169,7 @@ describe("through nginx over HTTPS", () => {
     expect(response.headers.get("access-control-allow-origin")).toBe("*");
     const exposed = response.headers.get("access-control-expose-headers")!.split(/,\s*/).map((h) => h.toLowerCase());
     for (const name of ["x-request-id", "x-credits-charged", "x-credits-remaining", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset",
-      "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens", "x-ratelimit-limit-concurrency", "retry-after", "x-joined-request-id"]) {
+      "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-requests", "x-ratelimit-reset-tokens", "x-ratelimit-limit-concurrency", "retry-after", "x-joined-request-id", "idempotent-replayed"]) {
       expect(exposed, name).toContain(name);
     }
     // Every header nginx added before stays: HSTS, and the shim's own.

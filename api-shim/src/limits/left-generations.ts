@@ -72,6 +72,12 @@ export class LeftGeneration {
   readonly hash: string;
   /** The request whose client left: named on its retry's answer and log line. */
   readonly requestId: string;
+  /**
+   * The request's Idempotency-Key (idempotent-requests.ts): remembered from its admission, found
+   * by this value rather than its bytes, answered or left, and replayed to every re-send until it
+   * expires. Undefined: a left generation, for an SDK retry's join alone.
+   */
+  readonly idempotencyKey: string | undefined;
   answer: KeptAnswer | undefined;
   /** Its final failure (a generation that ran out of time), for the retries waiting on it. */
   private failure: ShimError | undefined;
@@ -87,11 +93,12 @@ export class LeftGeneration {
   private readonly waiters: ((outcome: KeptAnswer | ShimError | undefined) => void)[] = [];
   private timer: NodeJS.Timeout | undefined;
 
-  constructor(owner: LeftGenerations, keyId: string, hash: string, requestId: string) {
+  constructor(owner: LeftGenerations, keyId: string, hash: string, requestId: string, idempotencyKey: string | undefined) {
     this.owner = owner;
     this.keyId = keyId;
     this.hash = hash;
     this.requestId = requestId;
+    this.idempotencyKey = idempotencyKey;
   }
 
   /** Its answer, charged: kept KEEP_MS for a retry (if it fits), and given to those waiting. */
@@ -161,10 +168,14 @@ export class LeftGenerations {
   /** Entries in the order they were made (a Set keeps it): of the keys that must make room, the oldest goes first. */
   private readonly all = new Set<LeftGeneration>();
   private readonly byKey = new Map<string, Holding>();
+  /** Idempotent requests' entries by idempotencySlot: one per key and value. */
+  private readonly byIdempotencyKey = new Map<string, LeftGeneration>();
   private keptBytes = 0;
   /** Counts for /metrics, read at each scrape (observability/metrics.ts): nothing on the request path. */
   keptAnswers = 0;
   readonly joins: Record<JoinOutcome, number> = { running: 0, finished: 0 };
+  /** Re-sends with an Idempotency-Key answered with an earlier request's answer, each time (shim_idempotent_replays_total). */
+  readonly replays: Record<JoinOutcome, number> = { running: 0, finished: 0 };
   readonly evicted: Record<EvictionReason, number> = { expired: 0, over_key_share: 0, over_total: 0 };
 
   /** Generations remembered now (generating or finished), for the metric and tests. */
@@ -180,10 +191,10 @@ export class LeftGenerations {
   /**
    * The client of a non-streamed request the upstream has left (`call`: its callHash). Room is
    * made first from the key's own oldest (at its share), then, at the total, from the key holding
-   * the most.
+   * the most. With `idempotencyKey`: a request sent with that Idempotency-Key, from its admission.
    */
-  remember(keyId: string, call: string, requestId: string): LeftGeneration {
-    const g = new LeftGeneration(this, keyId, call, requestId);
+  remember(keyId: string, call: string, requestId: string, idempotencyKey?: string): LeftGeneration {
+    const g = new LeftGeneration(this, keyId, call, requestId, idempotencyKey);
     const own = this.byKey.get(keyId)?.entries;
     while (own && own.size >= KEY_ENTRIES) this.drop(own.values().next().value!, "over_key_share");
     while (this.all.size >= KEPT_ENTRIES) this.drop(this.largestHoldersOldest("entries")!, "over_total");
@@ -191,7 +202,13 @@ export class LeftGenerations {
     let mine = this.byKey.get(keyId);
     if (!mine) this.byKey.set(keyId, (mine = { entries: new Set(), bytes: 0 }));
     mine.entries.add(g);
+    if (idempotencyKey !== undefined) this.byIdempotencyKey.set(idempotencySlot(keyId, idempotencyKey), g);
     return g;
+  }
+
+  /** `keyId`'s request sent with Idempotency-Key `value`, running or with its answer kept. */
+  idempotent(keyId: string, value: string): LeftGeneration | undefined {
+    return this.byIdempotencyKey.size === 0 ? undefined : this.byIdempotencyKey.get(idempotencySlot(keyId, value));
   }
 
   /** Whether `keyId` has any: the one look-up a retry pays when it has none (the usual case). */
@@ -204,7 +221,8 @@ export class LeftGenerations {
     const mine = this.byKey.get(keyId);
     if (!mine) return undefined;
     const hash = callHash(route, body);
-    for (const g of mine.entries) if (g.hash === hash && !g.claimed) return g;
+    // Not an idempotent request's: that one is found by its Idempotency-Key, which its SDK's retries send too.
+    for (const g of mine.entries) if (g.hash === hash && !g.claimed && g.idempotencyKey === undefined) return g;
     return undefined;
   }
 
@@ -232,7 +250,7 @@ export class LeftGenerations {
       }
       this.drop(old!, "over_total");
     }
-    this.keptAnswers++;
+    if (g.idempotencyKey === undefined) this.keptAnswers++;
     return true;
   }
 
@@ -259,6 +277,11 @@ export class LeftGenerations {
     this.joins[outcome]++;
   }
 
+  /** A re-send with an Idempotency-Key got an earlier request's answer whole (each time: the answer is kept for the next). */
+  replayed(outcome: JoinOutcome): void {
+    this.replays[outcome]++;
+  }
+
   /** Forgets `g` (idempotent); `reason`: dropped before a retry had it, counted. */
   drop(g: LeftGeneration, reason?: EvictionReason): void {
     if (!this.all.delete(g)) return;
@@ -269,20 +292,31 @@ export class LeftGenerations {
     }
     mine.entries.delete(g);
     if (mine.entries.size === 0) this.byKey.delete(g.keyId);
+    if (g.idempotencyKey !== undefined && this.idempotent(g.keyId, g.idempotencyKey) === g) this.byIdempotencyKey.delete(idempotencySlot(g.keyId, g.idempotencyKey));
     if (reason) this.evicted[reason]++;
     g.forget();
   }
 }
 
+/** Where an idempotent request is found: its key's id and its Idempotency-Key (a key id has no newline). */
+const idempotencySlot = (keyId: string, value: string) => `${keyId}\n${value}`;
+
 /** The header the official SDKs number their attempts in, 0 on the first (routes/joined-retry.ts says whose). */
 export const RETRY_COUNT = "x-stainless-retry-count";
 
+/** The request header that makes an inference request idempotent (routes/idempotent-requests.ts). */
+export const IDEMPOTENCY_KEY = "idempotency-key";
+
 /**
  * Whether `request` may join a left generation of `keyId`'s, before its body is read: it says it
- * is a retry and the key has one. The auth hook then leaves the key's place in flight and its
- * tokens/min to the handler, which checks both only if it does not join.
+ * is a retry and the key has one, or its Idempotency-Key is one of the key's requests (running or
+ * answered). The auth hook then leaves the key's place in flight and its tokens/min to the
+ * handler, which checks both only if it does not join. A request with neither header pays two
+ * header look-ups.
  */
 export function mayJoin(ctx: ShimContext, request: FastifyRequest, keyId: string): boolean {
+  const idempotencyKey = request.headers[IDEMPOTENCY_KEY];
+  if (idempotencyKey !== undefined) return typeof idempotencyKey === "string" && ctx.leftGenerations.idempotent(keyId, idempotencyKey) !== undefined;
   const count = request.headers[RETRY_COUNT];
   return count !== undefined && count !== "0" && Number(count) >= 1 && ctx.leftGenerations.has(keyId);
 }

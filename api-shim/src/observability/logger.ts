@@ -51,6 +51,8 @@ export interface RequestLine {
   cause?: string;
   /** A retry answered with an earlier request's generation, charged there: that request's id. */
   joined?: string;
+  /** A re-send with an Idempotency-Key answered with an earlier request's answer, charged there: that request's id. */
+  replayed?: string;
   /** Why its API key was refused (a 401, or the address's 429 that followed): context.ts KeyRefusal. */
   keyRefused?: string;
 }
@@ -83,7 +85,7 @@ export function requestLogger(logger: Logger): (line: RequestLine) => void {
       `{"level":30${time()}${chindings},"reqId":${q(line.reqId)},"method":${q(line.method)},"path":${q(line.path)},"status":${line.status},"ms":${line.ms},` +
         `"keyId":${line.keyId === null ? "null" : q(line.keyId)},"model":${line.model === null ? "null" : q(line.model)},"tokens":${line.tokens},"cost":${line.cost}` +
         `${line.error === undefined ? "" : `,"error":${q(line.error)}`}${line.cause === undefined ? "" : `,"cause":${q(line.cause)}`}` +
-        `${line.joined === undefined ? "" : `,"joined":${q(line.joined)}`}${line.keyRefused === undefined ? "" : `,"keyRefused":${q(line.keyRefused)}`},"msg":"request"}\n`,
+        `${line.joined === undefined ? "" : `,"joined":${q(line.joined)}`}${line.replayed === undefined ? "" : `,"replayed":${q(line.replayed)}`}${line.keyRefused === undefined ? "" : `,"keyRefused":${q(line.keyRefused)}`},"msg":"request"}\n`,
     );
   };
 }

@@ -39,6 +39,7 @@ export function finishRequest(ctx: ShimContext, request: FastifyRequest, status:
     ...(request.shimErrorCode ? { error: request.shimErrorCode } : {}),
     ...(request.upstreamCause ? { cause: request.upstreamCause } : {}),
     ...(s.joined ? { joined: s.joined } : {}),
+    ...(s.replayed ? { replayed: s.replayed } : {}),
     ...(request.keyRefusal ? { keyRefused: request.keyRefusal.reason } : {}),
   });
 }

@@ -22,6 +22,7 @@ import type { UpstreamFailureReason } from "../upstream/failure-reasons.ts";
 import { upstreamErrorBody, upstreamStatusError } from "../upstream/upstream-errors.ts";
 import { callHash, type LeftGeneration } from "../limits/left-generations.ts";
 import { answerJoined, callOf, joinable, keepAnswer } from "./joined-retry.ts";
+import { idempotencyKeyOf, idempotentTurn } from "./idempotent-requests.ts";
 
 const ROUTES: readonly [string, InferenceKind, string][] = [
   ["/v1/chat/completions", "chat", "/chat/completions"],
@@ -63,11 +64,19 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   request.shim.routeLogs = true; // every way out below writes the request's line, a client that left included
   if (ctx.inflight.draining) throw ctx.inflight.refusal();
   const checks = checked(ctx, kind, request);
-  // An SDK's retry of a generation its client left (joined-retry.ts): that answer, charged once.
-  // Before the key's place in flight (and the tokens/min check): it generates nothing, and that
-  // generation, still running, may hold the key's last place.
-  const left = joinable(ctx, request, callOf(upstreamPath, checks.batch), checks.req.stream);
-  if (left && (await answerJoined(ctx, request, reply, left, checks.req.model))) return reply;
+  // A re-send with an Idempotency-Key (idempotent-requests.ts), or an SDK's retry of a generation
+  // its client left (joined-retry.ts): that answer, charged once. Before the key's place in
+  // flight (and the tokens/min check): it generates nothing, and that generation, still
+  // running, may hold the key's last place.
+  const idempotencyKey = idempotencyKeyOf(request, checks.req.stream);
+  let idempotent: LeftGeneration | undefined;
+  if (idempotencyKey !== undefined) {
+    idempotent = await idempotentTurn(ctx, request, reply, callOf(upstreamPath, checks.batch), idempotencyKey, checks.req.model);
+    if (!idempotent) return reply;
+  } else {
+    const left = joinable(ctx, request, callOf(upstreamPath, checks.batch), checks.req.stream);
+    if (left && (await answerJoined(ctx, request, reply, left, checks.req.model))) return reply;
+  }
   // Requests in flight for this key, under the tier's cap: counted from here until the request
   // ends, streams included. Counted without a cap too: a key whose tier gains one (a bootstrap
   // key re-applied by another replica's start) has its requests already in flight counted. (The
@@ -75,16 +84,26 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   // place since, and one of them may be ending: placeFreed waits a little for it, and answers
   // 503 if a drain begins meanwhile.)
   const cap = auth.limits.concurrency;
-  if (!ctx.limiter.enter(auth.key.id, cap ?? Infinity) && !(await placeFreed(ctx, reply, cap!, true))) throw tooManyInFlight(ctx, auth, cap!); // only a cap refuses
   try {
-    return await admitted(ctx, kind, upstreamPath, request, reply, checks);
+    if (!ctx.limiter.enter(auth.key.id, cap ?? Infinity) && !(await placeFreed(ctx, reply, cap!, true))) throw tooManyInFlight(ctx, auth, cap!); // only a cap refuses
+    try {
+      return await admitted(ctx, kind, upstreamPath, request, reply, checks, idempotent);
+    } finally {
+      ctx.limiter.leave(auth.key.id);
+    }
   } finally {
-    ctx.limiter.leave(auth.key.id);
+    // However it ended: kept when answered (admitted waits for the answer, client or not), else
+    // forgotten (refused, failed): its re-send generates, and those waiting on it generate theirs.
+    idempotent?.end();
   }
 }
 
-/** `handle` from the tokens/min check on, for a request that has its place among its key's requests in flight. */
-async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: string, request: FastifyRequest, reply: FastifyReply, checks: Checked) {
+/**
+ * `handle` from the tokens/min check on, for a request that has its place among its key's requests
+ * in flight. `idempotent`: its entry under its Idempotency-Key, given its answer, client or not,
+ * and ended (forgotten unless answered) however it ends.
+ */
+async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: string, request: FastifyRequest, reply: FastifyReply, checks: Checked, idempotent: LeftGeneration | undefined) {
   const auth = request.auth!;
   const { req, modelConfig, batch } = checks;
   const continuous = modelConfig?.continuousUsage === true;
@@ -93,7 +112,8 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   // (callHash). Where the shim rewrote what it forwards (a relaxed schema, a default max_tokens,
   // the cache salt), the client's bytes give way to their hash at once, so that the request holds
   // one copy of its body, the forwarded one, as the body hold counts it (a review of the join).
-  let sentBytes: Buffer | string | undefined = req.stream ? undefined : request.rawBody;
+  // (An idempotent request is remembered already, by its Idempotency-Key.)
+  let sentBytes: Buffer | string | undefined = req.stream || idempotent ? undefined : request.rawBody;
   const facts = admission(ctx, kind, request, checks);
   if (Buffer.isBuffer(sentBytes) && facts.upstreamBody !== sentBytes) sentBytes = callHash(callOf(upstreamPath, batch), sentBytes);
   const { estimate, hold } = facts;
@@ -164,8 +184,8 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
   let sent = false;
   let left = false;
   let cut = false;
-  /** This generation, remembered for its client's retry once the client left. */
-  let remembered: LeftGeneration | undefined;
+  /** This generation, remembered for its client's retry once the client left (an idempotent request's: from the start). */
+  let remembered: LeftGeneration | undefined = idempotent;
   /**
    * The one deadline of a body read whole (readWithin), armed at its headers and cleared once it
    * is read: one timer a request. (dispatch's headers timer ends at the headers, and a stream
@@ -273,6 +293,8 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     if (left) return await clientLeft(ctx, request, reply, settlement, answer.usage ?? REQUEST_PRICE_ONLY, (cost) => remembered && keepAnswer(remembered, res.status, answerBytes, batch, cost));
     // No usage from the upstream: charge the request price and no tokens rather than guess.
     const { cost, available } = await settlement.settle(res.status, answer.usage ?? REQUEST_PRICE_ONLY);
+    // Charged: kept for a re-send with its Idempotency-Key, whether or not this client receives it.
+    if (idempotent) keepAnswer(idempotent, res.status, answerBytes, batch, cost);
     // Seed 001's success body: the charge, what is left, and whether the batch price applied.
     const pieces = spliceJsonBytes(answerBytes, { credits_charged: formatCredits(cost), credits_remaining: formatCredits(available), batch_request: String(batch) });
     // The hot path writes the response itself: Fastify's send pipeline (onSend hooks, header

@@ -21,6 +21,8 @@ import { spliceJsonBytes } from "../requests/json-splice.ts";
 
 /** On a joined retry's answer: the request whose generation (and charge) it is. */
 export const JOINED_HEADER = "x-joined-request-id";
+/** On a re-send answered with its Idempotency-Key's earlier answer, as the admin API's top-ups mark theirs. */
+export const REPLAYED_HEADER = "idempotent-replayed";
 
 /** What names a call besides its body: its route, and its price (`?batch=1`, the one query the inference routes read). */
 export function callOf(upstreamPath: string, batch: boolean): string {
@@ -43,13 +45,18 @@ export function joinable(ctx: ShimContext, request: FastifyRequest, route: strin
  * it would become undefined once sent. False when `g` ends without an answer (it failed: the retry then generates its own), but a
  * generation that ran out of time is told as its 504 (x-should-retry: false). A
  * client that leaves meanwhile is logged 499, charged nothing, and `g` waits for its next retry.
+ * `g` an idempotent request's (idempotent-requests.ts): a replay, marked REPLAYED_HEADER; every
+ * re-send with its Idempotency-Key gets the answer, which stays kept for the next.
  */
 export async function answerJoined(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, g: LeftGeneration, model: string): Promise<boolean> {
+  const replay = g.idempotencyKey !== undefined;
   const ac = new AbortController();
   // In flight while it waits: a drain waits for it, and cuts it (503) as it cuts the generation.
   // With the request, and the generation it joined named: GET /admin/requests/{id} of the retry's
-  // id tells it is waiting on that one (routes/running-request.ts).
-  request.shim.joined = g.requestId;
+  // id tells it is waiting on that one (routes/running-request.ts). A replay is named as one, not
+  // as a joined retry, on its line too.
+  if (replay) request.shim.replayed = g.requestId;
+  else request.shim.joined = g.requestId;
   const done = ctx.inflight.add((reason) => ac.abort(reason), request);
   const onClose = () => reply.raw.writableFinished || ac.abort("client");
   reply.raw.on("close", onClose);
@@ -63,7 +70,6 @@ export async function answerJoined(ctx: ShimContext, request: FastifyRequest, re
     const s = request.shim;
     s.model = model;
     s.cost = 0;
-    s.joined = g.requestId;
     if (ac.signal.reason === "drain") throw ctx.inflight.refusal();
     if (ac.signal.aborted) {
       request.shimErrorCode = "client_closed_request";
@@ -75,6 +81,7 @@ export async function answerJoined(ctx: ShimContext, request: FastifyRequest, re
     if (!answer) {
       // It generates its own (inference.ts): neither joined nor charged 0, on its line and to a lookup of its id.
       s.joined = undefined;
+      s.replayed = undefined;
       s.cost = null;
       return false;
     }
@@ -89,11 +96,12 @@ export async function answerJoined(ctx: ShimContext, request: FastifyRequest, re
     reply.raw.off("close", onClose);
     ctx.inflight.closeIfDraining(reply.raw);
     const headers = { "x-request-id": request.id, ...authHeaders(ctx, request, answer.cost, available), "content-type": "application/json", "content-length": body.length };
-    reply.raw.writeHead(answer.status, { ...headers, [JOINED_HEADER]: g.requestId });
+    reply.raw.writeHead(answer.status, replay ? { ...headers, [JOINED_HEADER]: g.requestId, [REPLAYED_HEADER]: "true" } : { ...headers, [JOINED_HEADER]: g.requestId });
     // Delivered whole: counted (shim_retry_joins_total: each generation once, as a delivery cut
     // here leaves it to the next retry, which would count it again) and forgotten, so a later
     // retry of another call with the same body generates its own.
     reply.raw.once("finish", () => {
+      if (replay) return ctx.leftGenerations.replayed(joined);
       ctx.leftGenerations.joined(joined);
       ctx.leftGenerations.drop(g);
     });

@@ -22,8 +22,10 @@ export function runningRequest(ctx: ShimContext, id: string, keyId: string | und
   const held = request.shim.held;
   // "/v1/chat/completions" -> "chat", "/v1/completions" -> "completions": the ledger's `route`.
   const route = (request.routeOptions.url ?? "").replace(/^\/v1\//, "").replace(/\/completions$/, "");
-  const joined = request.shim.joined ?? null;
-  const holding = joined !== null ? `no hold: it is a retry waiting for the answer of request ${joined}, which it joined (x-joined-request-id) and whose row will have the charge; it gets no row of its own`
+  // A retry that joined a generation, or a re-send with an earlier request's Idempotency-Key.
+  const joined = request.shim.joined ?? request.shim.replayed ?? null;
+  const waiter = request.shim.replayed !== undefined ? "a re-send with the Idempotency-Key of request" : "a retry waiting for the answer of request";
+  const holding = joined !== null ? `no hold: it is ${waiter} ${joined}, which it joined (x-joined-request-id) and whose row will have the charge; it gets no row of its own`
     : held === null ? "no credit hold yet (it waits for its key's other holds to settle)" : `a hold of ${formatCredits(held)} credits on its key`;
   return new ShimError("request_running", {
     param: "request_id",
