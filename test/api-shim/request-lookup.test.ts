@@ -101,6 +101,14 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
     expect(csvLines.slice(1, 4).map((l) => Number(l.split(",")[14]))).toEqual([ok.cost, 0, stopped.cost]);
     expect(csvLines.at(-1)).toBe("");
 
+    // A period's bounds as routes.md gives them: `from` is in it, `to` is not (periods tile), to the millisecond.
+    const between = async (query: string) => ((await (await h.admin(`/admin/requests?key=${id}&${query}`)).json()) as { data: RowJson[] }).data.map((r) => r.request_id);
+    expect(await between(`from=${stopped.at}`)).toContain(stoppedId);
+    expect(await between(`from=${ok.at}`)).toEqual([okId, failedId, stoppedId]);
+    const before = new Date(Date.parse(ok.at) - 60_000).toISOString();
+    expect(await between(`from=${before}&to=${ok.at}`)).toEqual([]);
+    expect(await between(`from=${before}&to=${new Date(Date.parse(ok.at) + 1).toISOString()}`)).toContain(okId);
+
     // Another period has none of them; the other key none at all; a key is required, and must exist.
     expect(((await (await h.admin(`/admin/requests?key=${id}&from=2020-01-01&to=2020-01-31`)).json()) as { data: unknown[] }).data).toEqual([]);
     expect(((await (await h.admin(`/admin/requests?key=${other.id}`)).json()) as { data: unknown[] }).data).toEqual([]);
