@@ -142,6 +142,30 @@ describe("report-usage --itemise", () => {
   });
 });
 
+describe("report-usage --itemise over a name two keys had, the second key's CSV header arriving in pieces", () => {
+  it("still one header, then each key's rows whole", async () => {
+    const revoked = { ...LISTED_KEY, revoked_at: "2026-11-20T10:00:00.000Z" };
+    const current = { ...LISTED_KEY, id: "BBBBBBBBBBBB", created_at: "2026-11-20T10:01:00.000Z" };
+    const server = createServer((req, res) => {
+      req.resume();
+      if (req.url === "/admin/keys") return void res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ object: "list", data: [revoked, current] }));
+      const key = new URL(req.url!, "http://x").searchParams.get("key")!;
+      // The header cut where a network may cut it: its first piece has no line end yet.
+      res.writeHead(200, { "content-type": "text/csv" });
+      res.write("request_id,key_");
+      setTimeout(() => res.end(`id,status\r\nreq-${key},${key},200\r\n`), 50);
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const r = await run(["--key", LISTED_KEY.name, "--itemise"], `http://127.0.0.1:${(server.address() as AddressInfo).port}`, "token");
+      expect(r.code, r.err).toBe(0);
+      expect(r.raw.split("\r\n")).toEqual(["request_id,key_id,status", "req-AAAAAAAAAAAA,AAAAAAAAAAAA,200", "req-BBBBBBBBBBBB,BBBBBBBBBBBB,200", ""]);
+    } finally {
+      server.close();
+    }
+  });
+});
+
 describe("a shim older than GET /admin/requests", () => {
   it("says so, and where else the row is", async () => {
     const server = createServer((req, res) => {
