@@ -10,7 +10,7 @@ import { main } from "../../scripts/reap-expired.ts";
 import { clockFrom } from "../support/clocks.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 import { type FakePulumi } from "./fake-pulumi.ts";
-import { fixtureTenants, NOW } from "./tenant-fixtures.ts";
+import { failedDeployResources, fixtureTenants, NOW } from "./tenant-fixtures.ts";
 
 let shim: Harness;
 beforeAll(async () => {
@@ -63,6 +63,12 @@ describe("reap-expired --json", () => {
     expect(existsSync(bravo.usageFile!) && existsSync(bravo.keysFile!)).toBe(true);
     expect(row("foxtrot")).toMatchObject({ action: "destroyed", usageFile: null, reason: "no usage to save: no endpoint: the serving stack was never deployed" });
     expect(err).toContain("[bravo] destroyed in");
+  });
+
+  it("a stack whose first `pulumi up` failed, leaving an instance that bills, says failedDeploy (as list-tenants --json); a deployed one does not", async () => {
+    const { row } = await reap(["--json"], (p) => p.stacks.set("delta", { outputs: {}, resources: failedDeployResources("delta", "2026-03-01T10:00:00Z") }));
+    expect(row("delta")).toMatchObject({ action: "would-destroy", failedDeploy: true, expiresAt: "2026-03-01T11:00:00Z" });
+    expect(row("bravo")).toMatchObject({ action: "would-destroy", failedDeploy: false });
   });
 
   it("a failed export and a failed destroy are \"failed\" rows with why, printed though the run exits 1", async () => {
