@@ -112,7 +112,10 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
     expect(await between(`from=${before}&to=${new Date(Date.parse(ok.at) + 1).toISOString()}`)).toContain(okId);
 
     // Another period has none of them; the other key none at all; a key is required, and must exist.
-    expect(((await (await h.admin(`/admin/requests?key=${id}&from=2020-01-01&to=2020-01-31`)).json()) as { data: unknown[] }).data).toEqual([]);
+    const january = (await (await h.admin(`/admin/requests?key=${id}&from=2020-01-01&to=2020-01-31`)).json()) as { period: unknown; data: unknown[] };
+    expect(january.data).toEqual([]);
+    // The period it answers for, as /admin/usage says it (admin-reports.md): the end shown inclusive, to the second.
+    expect(january.period).toEqual({ start: "2020-01-01T00:00:00Z", end: "2020-01-31T23:59:59Z" });
     expect(((await (await h.admin(`/admin/requests?key=${other.id}`)).json()) as { data: unknown[] }).data).toEqual([]);
     const noKey = await h.admin("/admin/requests");
     expect(noKey.status).toBe(400);
