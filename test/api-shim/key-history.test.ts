@@ -69,6 +69,8 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
     // Set to what it is already: nothing changed, nothing recorded.
     clock.advance(1000);
     await patch(h, id, { tier: "small" });
+    // Its models and expiry given as they are (a tool that sends the whole key back): nothing either.
+    await patch(h, id, { models: ["bge-m3"], expires_at: expires });
     // Renamed (a person's name erased): that it changed, never from what to what.
     clock.advance(1000);
     const renamed = await patch(h, id, { name: "team-07" });

@@ -101,3 +101,33 @@ describe("a key refused at its credit hold: the line says expired, or revoked or
     expect(await h.waitForRequestLog((l) => l.keyId === revoked.id && l.status === 401)).toMatchObject({ keyRefused: "revoked_or_rotated" });
   });
 });
+
+/**
+ * Revoked and expired are said only of a key's right secret (auth.ts keyRefusal): a wrong secret
+ * for a dead key's id is logged wrong_secret, as for a live key's, so the log says no more of a
+ * key than its secret proves (and a "my key stopped working" with a mistyped secret reads as that).
+ */
+describe("a wrong secret for a revoked or expired key's id: logged wrong_secret, not why the key is dead", () => {
+  const clock = manualClock(Date.now());
+  let h: Harness;
+  beforeAll(async () => {
+    h = await startShim({ clock, file: { models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }] } });
+  });
+  afterAll(() => h.close());
+
+  it("revoked, expired", async () => {
+    const revoked = await h.createKey({ credits: 10 });
+    expect((await h.admin(`/admin/keys/${revoked.id}`, { method: "DELETE" })).status).toBe(200);
+    const expired = await h.createKey({ credits: 10, expires_at: new Date(clock.now() + 60_000).toISOString() });
+    clock.advance(61_000);
+    for (const [key, dead] of [[revoked, "revoked"], [expired, "expired"]] as const) {
+      const wrong = `sk-gs-${key.id}_${"a".repeat(32)}`;
+      expect(wrong).not.toBe(key.key);
+      for (const [secret, reason] of [[wrong, "wrong_secret"], [key.key, dead]] as const) {
+        const res = await fetch(`${h.url}/v1/models`, { headers: { authorization: `Bearer ${secret}` } });
+        expect(res.status).toBe(401);
+        expect(await h.waitForRequestLog((l) => l.reqId === res.headers.get("x-request-id")), `${dead} key, ${reason}`).toMatchObject({ status: 401, keyId: key.id, keyRefused: reason });
+      }
+    }
+  });
+});

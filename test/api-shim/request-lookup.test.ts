@@ -14,7 +14,7 @@ import { startShim } from "../support/shim-harness.ts";
  */
 const ask = { model: "qwen2.5-7b", messages: [{ role: "user" as const, content: "hello there" }], max_tokens: 40 };
 
-interface RowJson { request_id: string; key_id: string; at: string; route: string; model: string; status: number; stream: boolean; served: boolean | null; reported: boolean; prompt_tokens: number; completion_tokens: number; total_tokens: number; cost: number; price_id: string | null; batch: boolean | null }
+interface RowJson { request_id: string; key_id: string; at: string; route: string; model: string; status: number; stream: boolean; served: boolean | null; reported: boolean; prompt_tokens: number; completion_tokens: number; total_tokens: number; cost: number; price_id: string | null; batch: boolean | null; cached_tokens: number | null; ms: number | null }
 
 async function scenario(wrapStore?: () => Store): Promise<void> {
   const h = await startShim(wrapStore ? { wrapStore: () => wrapStore() } : {});
@@ -99,10 +99,23 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
       [stoppedId, "499", "true", "false", "true", "true"],
     ]);
     expect(csvLines.slice(1, 4).map((l) => Number(l.split(",")[14]))).toEqual([ok.cost, 0, stopped.cost]);
+    // Every cell is the JSON row's (a null empty), so a reconciliation from the CSV adds up as from the JSON.
+    expect(csvLines.slice(1, 4).map((l) => l.split(","))).toEqual(listed.data.map(csvCells));
     expect(csvLines.at(-1)).toBe("");
 
+    // A period's bounds as routes.md gives them: `from` is in it, `to` is not (periods tile), to the millisecond.
+    const between = async (query: string) => ((await (await h.admin(`/admin/requests?key=${id}&${query}`)).json()) as { data: RowJson[] }).data.map((r) => r.request_id);
+    expect(await between(`from=${stopped.at}`)).toContain(stoppedId);
+    expect(await between(`from=${ok.at}`)).toEqual([okId, failedId, stoppedId]);
+    const before = new Date(Date.parse(ok.at) - 60_000).toISOString();
+    expect(await between(`from=${before}&to=${ok.at}`)).toEqual([]);
+    expect(await between(`from=${before}&to=${new Date(Date.parse(ok.at) + 1).toISOString()}`)).toContain(okId);
+
     // Another period has none of them; the other key none at all; a key is required, and must exist.
-    expect(((await (await h.admin(`/admin/requests?key=${id}&from=2020-01-01&to=2020-01-31`)).json()) as { data: unknown[] }).data).toEqual([]);
+    const january = (await (await h.admin(`/admin/requests?key=${id}&from=2020-01-01&to=2020-01-31`)).json()) as { period: unknown; data: unknown[] };
+    expect(january.data).toEqual([]);
+    // The period it answers for, as /admin/usage says it (admin-reports.md): the end shown inclusive, to the second.
+    expect(january.period).toEqual({ start: "2020-01-01T00:00:00Z", end: "2020-01-31T23:59:59Z" });
     expect(((await (await h.admin(`/admin/requests?key=${other.id}`)).json()) as { data: unknown[] }).data).toEqual([]);
     const noKey = await h.admin("/admin/requests");
     expect(noKey.status).toBe(400);
@@ -116,7 +129,30 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
   }
 }
 
+/** A row's CSV cells as GET /admin/requests?format=csv writes them: the JSON's values, null as empty, its cost as written. */
+const csvCells = (r: RowJson) => [r.request_id, r.key_id, r.at, r.route, r.model, String(r.status), String(r.stream),
+  String(r.batch), String(r.served), String(r.reported), String(r.prompt_tokens), String(r.cached_tokens ?? ""), String(r.completion_tokens), String(r.total_tokens),
+  expect.toSatisfy((c: string) => Number(c) === r.cost), r.price_id ?? "", String(r.ms ?? "")];
+
 describe("a request's ledger row by its id, and a key's requests", () => {
   onBothStores("through the shim: answered, failed and stopped requests, each with what it was charged", scenario, 60_000);
+
+  it("a batch request (?batch=1) whose prompt was partly read from the cache: its row says batch, its cached tokens and how long it took, in JSON and CSV", async () => {
+    const h = await startShim({ file: { pricing: { request: 1, batchRequest: 3 }, models: [{ name: "qwen2.5-7b", maxModelLen: 8192 }] } });
+    try {
+      const { key, id } = await h.createKey({ credits: 100 });
+      h.fake.set({ cachedTokens: 4 });
+      const answered = await h.client(key).chat.completions.create(ask, { query: { batch: "1" } }).withResponse();
+      const reqId = answered.response.headers.get("x-request-id")!;
+      await h.waitForRequestLog((l) => l.reqId === reqId);
+      const row = ((await (await h.admin(`/admin/requests/${reqId}`)).json()) as { data: RowJson[] }).data[0]!;
+      expect(row).toMatchObject({ request_id: reqId, batch: true, cached_tokens: 4, prompt_tokens: answered.data.usage!.prompt_tokens, cost: Number(answered.response.headers.get("x-credits-charged")) });
+      expect(row.ms).toEqual(expect.any(Number));
+      const csv = (await (await h.admin(`/admin/requests?key=${id}&format=csv`)).text()).split("\r\n");
+      expect(csv.slice(1, -1).map((l) => l.split(","))).toEqual([csvCells(row)]);
+    } finally {
+      await h.close();
+    }
+  });
 });
 

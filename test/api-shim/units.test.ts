@@ -500,6 +500,14 @@ describe("rate limits", () => {
     for (let i = 0; i < 60; i++) b.take(1, 200_000);
     expect(b.take(1, 200_000)).toEqual({ ok: false, retryMs: 1000 });
   });
+  it("a tier change forgets the turns told at the old rate: a key moved from 1 to 60 requests/min that spends its new room is told 1 s, not the old minute's turn", () => {
+    const b = new TokenBucket(1, 0);
+    expect(b.take(1, 0).ok).toBe(true);
+    expect(b.take(1, 0)).toEqual({ ok: false, retryMs: 60_000 });
+    b.resize(60, 0);
+    for (let i = 0; i < 59; i++) expect(b.take(1, 0).ok).toBe(true);
+    expect(b.take(1, 0)).toEqual({ ok: false, retryMs: 1000 });
+  });
   it("the tokens bucket admits while positive and is corrected afterwards", () => {
     const b = new TokenBucket(1000, 0);
     expect(b.takeIfPositive(1500, 0).ok).toBe(true); // overdraws

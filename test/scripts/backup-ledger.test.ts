@@ -162,6 +162,14 @@ describe("npm run backup-ledger", () => {
     expect(readdirSync(r.root)).toEqual([]);
   });
 
+  it("the shim's 507 (no room on its volume for the backup) is refused, exit 4, not an unknown outcome: nothing was made, and the same command fails again until there is room", async () => {
+    const api = await fakeApi((res) => res.writeHead(507, { "content-type": "application/json" }).end(JSON.stringify({ error: { message: "Not enough free space on the ledger's volume for a backup.", type: "api_error", param: null, code: "backup_no_room" } })));
+    const r = await run(api.url);
+    expect(r.code, r.err).toBe(4);
+    expect(r.err).toContain("admin API GET /admin/backup failed: 507 backup_no_room: Not enough free space on the ledger's volume for a backup.");
+    expect(readdirSync(r.root)).toEqual([]);
+  });
+
   it("a shim older than the route (its own 404, Unknown route) is named as such, with the way to back up without it", async () => {
     const api = await fakeApi((res) => res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ error: { message: "Unknown route: GET /admin/backup", type: "invalid_request_error", param: null, code: "not_found" } })));
     const r = await run(api.url);

@@ -9,15 +9,15 @@ import { openHandout } from "../../scripts/lib/handout.ts";
 import { main } from "../../scripts/render-stack.ts";
 import { tempDir } from "../support/tools.ts";
 
-const fullDisk = { on: false };
+const fullDisk = { on: false, code: "ENOSPC", message: "no space left on device" };
 vi.mock("node:fs", async (importOriginal) => {
   const real = await importOriginal<typeof Fs>();
   const writeFileSync: typeof real.writeFileSync = (...args) => {
-    if (fullDisk.on) throw Object.assign(new Error(`ENOSPC: no space left on device, open '${String(args[0])}'`), { code: "ENOSPC" });
+    if (fullDisk.on) throw Object.assign(new Error(`${fullDisk.code}: ${fullDisk.message}, open '${String(args[0])}'`), { code: fullDisk.code });
     return real.writeFileSync(...args);
   };
   const openSync: typeof real.openSync = (...args) => {
-    if (fullDisk.on) throw Object.assign(new Error(`ENOSPC: no space left on device, open '${String(args[0])}'`), { code: "ENOSPC" });
+    if (fullDisk.on) throw Object.assign(new Error(`${fullDisk.code}: ${fullDisk.message}, open '${String(args[0])}'`), { code: fullDisk.code });
     return real.openSync(...args);
   };
   return { ...real, writeFileSync, openSync, default: { ...real, writeFileSync, openSync } };
@@ -25,7 +25,7 @@ vi.mock("node:fs", async (importOriginal) => {
 
 const ROOT = new URL("../../", import.meta.url).pathname;
 afterEach(() => {
-  fullDisk.on = false;
+  Object.assign(fullDisk, { on: false, code: "ENOSPC", message: "no space left on device" });
   vi.restoreAllMocks();
 });
 
@@ -51,4 +51,25 @@ it("create --from's hand-out on a full disk: exit 1 (nothing was sent: it is mad
   })();
   expect(String(err)).toContain(`cannot write the hand-out ${path}: ENOSPC`);
   expect(exitCodeOf(err)).toBe(1);
+});
+
+// A quota reached, or a disk failing, is as little the command's to fix as a full disk (exit-codes.ts's DISK_FAILURES).
+it.each([["EDQUOT", "disk quota exceeded"], ["EIO", "i/o error"]])("%s (%s) is this machine's failure too: exit 1 for --out and for the hand-out", (code, message) => {
+  vi.spyOn(console, "log").mockImplementation(() => {});
+  const err: string[] = [];
+  vi.spyOn(console, "error").mockImplementation((...a) => void err.push(a.join(" ")));
+  const out = tempDir();
+  Object.assign(fullDisk, { on: true, code, message });
+  expect(main(["--stack", "example", "--out", out], ROOT)).toBe(1);
+  expect(err.join("\n")).toMatch(new RegExp(`^cannot write to --out ${out}: ${code}: ${message}`));
+  const path = join(tempDir(), "keys.csv");
+  const handout = (() => {
+    try {
+      openHandout(path, "https://example.test/v1");
+    } catch (e) {
+      return e;
+    }
+  })();
+  expect(String(handout)).toContain(`cannot write the hand-out ${path}: ${code}`);
+  expect(exitCodeOf(handout)).toBe(1);
 });

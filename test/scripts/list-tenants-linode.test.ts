@@ -1,4 +1,6 @@
 import { mkdirSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
@@ -286,6 +288,19 @@ describe("list-tenants --linode: what goes wrong is said in one line, exit 2 to 
     expect(code).toBe(3);
     expect(err).toMatch(new RegExp(`^could not reach Linode's API at ${url}/v4 \\(GET ${url}/v4/linode/instances\\): .*ECONNREFUSED`));
     expect(err.split("\n")).toHaveLength(1);
+  });
+
+  it("a request sent whose answer is lost (the connection closed on it): exit 5, not 3 (it reached Linode), with the network's reason", async () => {
+    const server = createServer((req) => req.socket.destroy());
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      const { code, err } = await check([], { root: projectWith(), pulumi: new FakePulumi(), env: { LINODE_TOKEN: "t", LINODE_URL: url } });
+      expect(code, err).toBe(5);
+      expect(err).toMatch(new RegExp(`^could not reach Linode's API at ${url}/v4 \\(GET ${url}/v4/linode/instances\\): `));
+    } finally {
+      server.close();
+    }
   });
 
   it("an answer that is not the API's JSON (a web page at a wrong LINODE_URL): says what came and where", async () => {

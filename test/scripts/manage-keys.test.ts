@@ -329,6 +329,11 @@ describe("manage-keys against a real shim", () => {
     expect(notDeployed.err).toContain("stack fresh is not deployed (no outputs); run `pulumi up --stack fresh`");
     const missing = await keys(["list", "--stack", "nope"], { env: {}, pulumi });
     expect(missing.err).toContain("stack nope is not in the Pulumi backend");
+    // Pulumi's own failure (a passphrase not given, a backend out of reach): exit 1, not 2 (the command line is right).
+    pulumi.stacks.set("locked", { outputError: "passphrase must be set with PULUMI_CONFIG_PASSPHRASE" });
+    const unreadable = await keys(["list", "--stack", "locked"], { env: {}, pulumi });
+    expect(unreadable.code, unreadable.err).toBe(1);
+    expect(unreadable.err).toContain("cannot read stack locked's outputs: ");
     pulumi.installed = false;
     const noCli = await keys(["list", "--stack", "acme"], { env: {}, pulumi });
     expect(noCli.err).toContain("--stack needs the pulumi CLI, which is not on PATH; use --url <endpoint> with GPU_SANDBOX_ADMIN_TOKEN instead");

@@ -141,6 +141,15 @@ describe("new-tenant run again with other flags, or over a file that is not its 
       expect(code, extra).toBe(1);
       expect(err, extra).toContain(`It differs from what this run would write: ${said}`);
     }
+    // The flags' number written otherwise by hand: 024 is 24 to the yaml package and 20 (octal) to
+    // Pulumi's reader, so a run that said "nothing to do" would deploy what the flags did not ask for.
+    for (const [text, said] of [["024", "gpu-sandbox:ttlHours is written 024"], ["2.4e1", "gpu-sandbox:ttlHours is written 2.4e1"]]) {
+      writeFileSync(fileOf(root), written.replace("gpu-sandbox:ttlHours: 24\n", `gpu-sandbox:ttlHours: ${text}\n`));
+      const { code, io, err } = await run(root, ACME, pulumi);
+      expect(code, text).toBe(1);
+      expect(err, text).toContain(`It differs from what this run would write: ${said}`);
+      expect(io.text()).not.toContain("nothing to do");
+    }
     writeFileSync(fileOf(root), `environment:\n  - acme-env\n${written}`);
     expect((await run(root, ACME, pulumi)).err).toContain("It differs from what this run would write: it has a top-level environment, which new-tenant does not write");
     writeFileSync(fileOf(root), written.slice(0, 40)); // cut short

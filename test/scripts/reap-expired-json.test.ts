@@ -2,6 +2,8 @@
 // pipeline to branch on; every line the run prints goes to stderr then; printed when some stacks
 // failed too, with the run's exit code as without it.
 import { existsSync } from "node:fs";
+import { createServer, request as httpRequest } from "node:http";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryIo } from "../../scripts/lib/cli.ts";
@@ -10,7 +12,7 @@ import { main } from "../../scripts/reap-expired.ts";
 import { clockFrom } from "../support/clocks.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 import { type FakePulumi } from "./fake-pulumi.ts";
-import { fixtureTenants, NOW } from "./tenant-fixtures.ts";
+import { failedDeployResources, fixtureTenants, NOW } from "./tenant-fixtures.ts";
 
 let shim: Harness;
 beforeAll(async () => {
@@ -64,6 +66,42 @@ describe("reap-expired --json", () => {
     expect(existsSync(bravo.usageFile!) && existsSync(bravo.keysFile!) && existsSync(bravo.creditsFile!)).toBe(true);
     expect(row("foxtrot")).toMatchObject({ action: "destroyed", usageFile: null, reason: "no usage to save: no endpoint: the serving stack was never deployed" });
     expect(err).toContain("[bravo] destroyed in");
+  });
+
+  it("a stack whose first `pulumi up` failed, leaving an instance that bills, says failedDeploy (as list-tenants --json); a deployed one does not", async () => {
+    const { row } = await reap(["--json"], (p) => p.stacks.set("delta", { outputs: {}, resources: failedDeployResources("delta", "2026-03-01T10:00:00Z") }));
+    expect(row("delta")).toMatchObject({ action: "would-destroy", failedDeploy: true, expiresAt: "2026-03-01T11:00:00Z" });
+    expect(row("bravo")).toMatchObject({ action: "would-destroy", failedDeploy: false });
+  });
+
+  it("an export that fails after it revoked the tenant's keys (its usage report refused) says in its failed row how many it revoked", async () => {
+    await shim.createKey({ name: "team-2", credits: 100 });
+    const listed = ((await (await shim.admin("/admin/keys")).json()) as { data: { revoked_at: string | null }[] }).data;
+    const live = listed.filter((k) => k.revoked_at === null).length;
+    expect(live).toBeGreaterThan(0);
+    // The shim behind a front that answers its usage report 500: the keys are revoked, the usage not saved.
+    const up = new URL(shim.url);
+    const front = createServer((req, res) => {
+      if (req.url!.startsWith("/admin/usage")) return void req.resume().on("end", () => res.writeHead(500, { "content-type": "application/json" }).end(JSON.stringify({ error: { message: "Internal error.", type: "api_error", param: null, code: "internal_error" } })));
+      const fwd = httpRequest({ host: up.hostname, port: up.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
+        res.writeHead(r.statusCode ?? 502, r.headers);
+        r.pipe(res);
+      });
+      req.pipe(fwd);
+    });
+    await new Promise<void>((resolve) => front.listen(0, "127.0.0.1", resolve));
+    try {
+      const { code, row } = await reap(["--yes", "--json"], (p) => {
+        p.stacks.set("golf", { outputs: {} });
+        const bravo = p.stacks.get("bravo")!;
+        bravo.outputs = { ...bravo.outputs, endpoint: `http://127.0.0.1:${(front.address() as AddressInfo).port}/v1` };
+      });
+      expect(code).toBe(1);
+      expect(row("bravo")).toMatchObject({ action: "failed", usageFile: null, revokedKeys: live, unsureKeys: 0 });
+    } finally {
+      front.close();
+      front.closeAllConnections();
+    }
   });
 
   it("a failed export and a failed destroy are \"failed\" rows with why, printed though the run exits 1", async () => {

@@ -1,5 +1,5 @@
 import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { basename, join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { generateKey } from "../../api-shim/src/auth/keys.ts";
@@ -572,6 +572,18 @@ describe("reap-expired: a destroy that failed after its stop step", () => {
     const second = memoryIo();
     expect(await main(["--yes", "--json"], { root, pulumi, io: second, env: {}, now: () => new Date(NOW.getTime() + 900_000) }), second.text()).toBe(0);
     expect((JSON.parse(second.stdout.join("")) as { stack: string }[]).find((r) => r.stack === "bravo")).toMatchObject({ action: "destroyed", creditsFile: null });
+  });
+
+  it("--json: the next run's row names the files the earlier run saved, as a row of a run that saved them does", async () => {
+    const { root, pulumi } = await halfDestroyed();
+    const saved = readdirSync(join(root, "usage"));
+    const second = memoryIo();
+    expect(await main(["--yes", "--json"], { root, pulumi, io: second, env: {}, now: () => new Date(NOW.getTime() + 900_000) }), second.text()).toBe(0);
+    const bravo = (JSON.parse(second.stdout.join("")) as { stack: string; action: string; usageFile: string | null; keysFile: string | null }[]).find((r) => r.stack === "bravo")!;
+    expect(bravo.action).toBe("destroyed");
+    expect(bravo.usageFile).toMatch(/bravo-usage-[^/]+\.csv$/);
+    expect(bravo.keysFile).toMatch(/bravo-keys-[^/]+\.json$/);
+    expect(saved).toEqual(expect.arrayContaining([basename(bravo.usageFile!), basename(bravo.keysFile!)]));
   });
 
   it("a saved usage for another expiry (the stack was deployed again since) does not count: the export is tried", async () => {

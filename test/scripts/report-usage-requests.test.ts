@@ -3,6 +3,8 @@ import type { AddressInfo } from "node:net";
 import { APIError } from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { memoryIo } from "../../scripts/lib/cli.ts";
+import { formatRequestRow } from "../../scripts/lib/request-rows.ts";
+import type { RequestRowJson } from "../../scripts/lib/request-shapes.ts";
 import { main } from "../../scripts/report-usage.ts";
 import { LISTED_KEY } from "../support/older-shim.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
@@ -151,12 +153,42 @@ describe("report-usage --itemise", () => {
     const lines = r.raw.split("\r\n");
     expect(lines.filter((l) => l.startsWith("request_id,"))).toHaveLength(1);
     expect(lines.slice(1, -1).map((l) => l.split(",")[0]).sort()).toEqual([oldId, newId].sort());
+    // As JSON: one array holding each key's list, which a program parses whole.
+    const json = await run(["--key", "team-c", "--itemise", "--format", "json"]);
+    expect(json.code, json.err).toBe(0);
+    const lists = JSON.parse(json.raw) as { key_id: string; data: { request_id: string }[] }[];
+    expect(lists.map((l) => l.key_id).sort()).toEqual([old.id, now.id].sort());
+    expect(lists.flatMap((l) => l.data.map((d) => d.request_id)).sort()).toEqual([oldId, newId].sort());
   });
 
   it("needs --key, and takes no --group or table", async () => {
     expect((await run(["--itemise"], "http://127.0.0.1:9")).err).toContain("give --key");
     expect((await run(["--itemise", "--key", "x", "--format", "table"], "http://127.0.0.1:9")).err).toContain("--format");
     expect((await run(["--itemise", "--key", "x", "--group", "day"], "http://127.0.0.1:9")).err).toContain("--group is for the usage report");
+  });
+});
+
+describe("report-usage --itemise over a name two keys had, the second key's CSV header arriving in pieces", () => {
+  it("still one header, then each key's rows whole", async () => {
+    const revoked = { ...LISTED_KEY, revoked_at: "2026-11-20T10:00:00.000Z" };
+    const current = { ...LISTED_KEY, id: "BBBBBBBBBBBB", created_at: "2026-11-20T10:01:00.000Z" };
+    const server = createServer((req, res) => {
+      req.resume();
+      if (req.url === "/admin/keys") return void res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ object: "list", data: [revoked, current] }));
+      const key = new URL(req.url!, "http://x").searchParams.get("key")!;
+      // The header cut where a network may cut it: its first piece has no line end yet.
+      res.writeHead(200, { "content-type": "text/csv" });
+      res.write("request_id,key_");
+      setTimeout(() => res.end(`id,status\r\nreq-${key},${key},200\r\n`), 50);
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    try {
+      const r = await run(["--key", LISTED_KEY.name, "--itemise"], `http://127.0.0.1:${(server.address() as AddressInfo).port}`, "token");
+      expect(r.code, r.err).toBe(0);
+      expect(r.raw.split("\r\n")).toEqual(["request_id,key_id,status", "req-AAAAAAAAAAAA,AAAAAAAAAAAA,200", "req-BBBBBBBBBBBB,BBBBBBBBBBBB,200", ""]);
+    } finally {
+      server.close();
+    }
   });
 });
 
@@ -179,5 +211,34 @@ describe("a shim older than GET /admin/requests", () => {
     } finally {
       server.close();
     }
+  });
+});
+
+describe("report-usage --request: what each kind of row means", () => {
+  const row = (over: Partial<RequestRowJson>): RequestRowJson => ({
+    request_id: "0123456789abcdef0123456789abcdef", key_id: "AAAAAAAAAAAA", at: "2026-12-07T14:02:00.000Z", route: "chat", model: "qwen2.5-7b", status: 200,
+    stream: false, batch: false, served: true, reported: true, prompt_tokens: 10, cached_tokens: 0, completion_tokens: 5, total_tokens: 15, cost: 0.5, price_id: "p1", ms: 120, ...over,
+  });
+
+  it("a request its client left (499): a stream is charged what was generated, one not streamed is charged whole, and says why", () => {
+    const notStreamed = formatRequestRow(row({ status: 499, stream: false }), "team-a");
+    expect(notStreamed).toContain("Charged 0.5 credits: the client (or a proxy between) closed the connection before the answer came; a request not streamed is generated to its end and charged whole");
+    const streamed = formatRequestRow(row({ status: 499, stream: true }), "team-a");
+    expect(streamed).toContain("Charged 0.5 credits: the client (or a proxy between) closed the stream; it is charged what was generated before");
+  });
+
+  it("a failure after the model's work is charged; one after it served a part, or nothing, is not, each said so", () => {
+    expect(formatRequestRow(row({ status: 502, cost: 0.25 }), undefined)).toContain("Charged 0.25 credits: it failed (status 502) after the model had done work, which is charged; counted in the usage reports.");
+    expect(formatRequestRow(row({ status: 502, cost: 0, served: true }), undefined)).toContain("Not charged: it failed (status 502); nothing was charged");
+    expect(formatRequestRow(row({ status: 502, cost: 0, served: false, reported: false }), undefined)).toContain("Not charged: the model served nothing (status 502");
+  });
+
+  it("a row written before a column was recorded says unknown, not a made-up value", () => {
+    const old = formatRequestRow(row({ batch: null, cached_tokens: null, price_id: null, ms: null, stream: null }), undefined);
+    expect(old).toMatch(/batch: +unknown \(not recorded before 2026-12-07\)/);
+    expect(old).toMatch(/cached tokens: +unknown \(not recorded before 2026-12-07\)/);
+    expect(old).toMatch(/price: +unknown \(not recorded before 2026-12-07\)/);
+    expect(old).toMatch(/took: +unknown/);
+    expect(old).toMatch(/stream: +unknown/);
   });
 });
