@@ -202,7 +202,7 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
       deps.io.out(USAGE);
       return 0;
     }
-    if (values.prometheus !== undefined && (values.linode || values.json)) throw new UsageError(`--prometheus writes files of its own: it goes with neither --${values.linode ? "linode" : "json"} nor the table`);
+    if (values.prometheus !== undefined && (values.linode || values.json)) throw new UsageError(`--prometheus writes target files instead of the listing: leave out --${values.linode ? "linode" : "json"}`);
     if (values.prometheus === "") throw new UsageError("--prometheus needs a directory: --prometheus /etc/prometheus/gpu-sandbox");
     if (values.linode) return checkLinode(deps, { json: values.json === true });
     const now = deps.now();
@@ -210,7 +210,7 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     if (await deps.pulumi.available()) deps.io.err("Reading stack outputs with `pulumi stack output`…");
     const tenants = await readTenants(deps);
     const rows = tenants.map((t) => tenantRow(t, now));
-    if (values.prometheus !== undefined) return prometheusTargets(deps, values.prometheus, tenants.map((tenant, i) => ({ tenant, unknown: isUnknown(rows[i]!) })));
+    if (values.prometheus !== undefined) return prometheusTargets(deps, values.prometheus, tenants.map((tenant, i) => ({ tenant, unknown: isUnknown(rows[i]!) ? rows[i]!.reason ?? "unknown" : null })));
     deps.io.out(values.json ? JSON.stringify(rows, null, 2) : formatTenants(rows));
     // A listing with holes is not a success: a script (or cron) reading it must not take it for the whole picture.
     return rows.some(isUnknown) ? 1 : 0;

@@ -56,11 +56,11 @@ export interface TargetsResult {
 
 /**
  * Writes <dir>/<kind>.json for every kind (an empty list when none, so that each job's file
- * exists) and the CA bundle. A tenant whose state could not be read (`unknown`) keeps the group
+ * exists) and the CA bundle. A tenant whose state could not be read (`unknown`: why) keeps the group
  * and CA the previous files held for it: one failed `pulumi stack output` must not take a
  * tenant out of monitoring, which would silence its alerts.
  */
-export function writeTargets(dir: string, tenants: readonly { tenant: Tenant; unknown: boolean }[], log: (line: string) => void): TargetsResult {
+export function writeTargets(dir: string, tenants: readonly { tenant: Tenant; unknown: string | null }[], log: (line: string) => void): TargetsResult {
   mkdirSync(dir, { recursive: true });
   const previous = readPrevious(dir);
   const groups: Record<TlsKind, TargetGroup[]> = { letsencrypt: [], "self-signed": [], http: [] };
@@ -68,15 +68,15 @@ export function writeTargets(dir: string, tenants: readonly { tenant: Tenant; un
   const kept: string[] = [];
   for (const { tenant, unknown } of tenants) {
     const stack = tenant.stack;
-    if (unknown) {
+    if (unknown !== null) {
       const before = previous.get(stack);
       kept.push(stack);
       if (before) {
         groups[before.kind].push(before.group);
         if (before.ca) cas.push(before.ca);
-        log(`${stack}: its state could not be read; kept as the previous files had it (${before.kind}, ${before.group.targets.join(", ")})`);
+        log(`${stack}: its state could not be read (${unknown}); kept as the previous files had it (${before.kind}, ${before.group.targets.join(", ")})`);
       } else {
-        log(`${stack}: its state could not be read, and no previous file has it: not monitored until it can be`);
+        log(`${stack}: its state could not be read (${unknown}), and no previous file has it: not monitored until it can be`);
       }
       continue;
     }

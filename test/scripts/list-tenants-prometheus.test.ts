@@ -49,7 +49,7 @@ describe("list-tenants --prometheus <dir>", () => {
     const err = io.stderr.join("\n");
     for (const s of ["delta", "echo", "foxtrot", "hotel"]) expect(err).toContain(`${s}: left out (no endpoint`);
     // golf's state cannot be read: said, and not a success (as the table's run is not).
-    expect(err).toContain("golf: its state could not be read, and no previous file has it");
+    expect(err).toContain("golf: its state could not be read (error: failed to load checkpoint: permission denied), and no previous file has it");
     expect(code).toBe(1);
   });
 
@@ -64,7 +64,7 @@ describe("list-tenants --prometheus <dir>", () => {
     expect(bundle).toContain("MIIBindia");
     // A tenant no stack names any more (destroyed, its file removed) is dropped, CA and all.
     expect(bundle).not.toContain("gone");
-    expect(io.stderr.join("\n")).toContain("golf: its state could not be read; kept as the previous files had it (self-signed, golf.example.test:443)");
+    expect(io.stderr.join("\n")).toContain("golf: its state could not be read (error: failed to load checkpoint: permission denied); kept as the previous files had it (self-signed, golf.example.test:443)");
     expect(code).toBe(1);
   });
 
