@@ -1,19 +1,21 @@
-// npm run list-tenants [-- [--linode] [--json]]
+// npm run list-tenants [-- [--linode] [--json] [--prometheus <dir>]]
 // One line per stack file in stacks/: where it runs, what it costs, when it expires, its
 // endpoint and whether it is deployed (from `pulumi stack output --json` when the CLI is there).
 // With --linode, what Linode itself holds of the kit's, stack or no stack (lib/linode-check.ts).
+import { join, resolve } from "node:path";
 import { costOf, findPlan } from "../infra/catalog.ts";
 import { DEFAULT_PLAN, DEFAULT_VOLUME_SIZE_GB } from "../infra/config/defaults.ts";
 import { SSH_CLOSED } from "../infra/host.ts";
-import { EXIT_CODES_USAGE, parseFlags, runScript } from "./lib/cli.ts";
+import { EXIT_CODES_USAGE, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
 import { TOKEN_FLAG_REFUSAL } from "./lib/linode-api.ts";
 import { checkLinode } from "./lib/linode-check.ts";
+import { writeTargets } from "./lib/prometheus-targets.ts";
 import { endpointOf, type StackOutputs } from "./lib/pulumi.ts";
 import { formatTable } from "./lib/table.ts";
 import { expiryOf, FAILED_DEPLOY, outputsOf, readTenants, relative, type Tenant } from "./lib/tenants.ts";
 
-const USAGE = `Usage: npm run list-tenants [-- [--linode] [--json]]
+const USAGE = `Usage: npm run list-tenants [-- [--linode] [--json] [--prometheus <dir>]]
 
 Lists every tenant (stacks/Pulumi.<tenant>.yaml): region, plan, GPU, cost per hour, expiry,
 endpoint and status. Status and expiry come from \`pulumi stack output --json\` when the pulumi
@@ -44,12 +46,22 @@ after printing every row.
             label, tenant, region, plan, sizeGb, status, created, attachedTo, hourlyUsd, stack,
             held ("held", "orphaned" or "unknown"), reason (why not held, else null) and delete
             (the linode-cli commands that delete an orphan, in order, else null)
+  --prometheus <dir>
+            instead of the table, write Prometheus file_sd targets for every tenant with an
+            endpoint, for templates/operator/prometheus/prometheus-fleet.yml's jobs: <dir>/
+            letsencrypt.json, self-signed.json and http.json (tls.mode off), a target group per
+            tenant (its endpoint's host:port, labelled tenant), and self-signed-ca.pem, the
+            self-signed tenants' CAs. Each file is written whole then renamed, so Prometheus never
+            reads half of one; <dir> is made if missing. A stack without an endpoint is left out,
+            said on stderr; one whose state cannot be read keeps what the previous files held for
+            it (and the run exits 1). docs/operations.md, "Monitoring many tenants"
 
 Examples:
   npm run list-tenants
   npm run --silent list-tenants -- --json | jq -r '.[] | select(.status == "expired") | .stack'
   npm run --silent list-tenants -- --json | jq -r --arg by "$(date -u -d '+7 days' +%FT%T.000Z)" '.[] | select(.expiresAt != null and .expiresAt < $by) | .stack'
   npm run list-tenants -- --linode
+  npm run --silent list-tenants -- --prometheus /etc/prometheus/gpu-sandbox
   npm run --silent list-tenants -- --linode --json | jq -r '.[] | select(.held == "orphaned") | .delete[]'
 
 ${EXIT_CODES_USAGE}`;
@@ -183,22 +195,34 @@ export function formatTenants(rows: readonly TenantRow[]): string {
 export async function main(argv: readonly string[], partial: Partial<ScriptDeps> = {}): Promise<number> {
   const deps = withDefaults(partial);
   return runScript(deps.io, async () => {
-    const { values } = parseFlags(argv, { json: { type: "boolean" }, linode: { type: "boolean" } }, USAGE, {
+    const { values } = parseFlags(argv, { json: { type: "boolean" }, linode: { type: "boolean" }, prometheus: { type: "string" } }, USAGE, {
       rejected: { "linode-token": TOKEN_FLAG_REFUSAL, token: TOKEN_FLAG_REFUSAL },
     });
     if (values.help) {
       deps.io.out(USAGE);
       return 0;
     }
+    if (values.prometheus !== undefined && (values.linode || values.json)) throw new UsageError(`--prometheus writes target files instead of the listing: leave out --${values.linode ? "linode" : "json"}`);
+    if (values.prometheus === "") throw new UsageError("--prometheus needs a directory: --prometheus /etc/prometheus/gpu-sandbox");
     if (values.linode) return checkLinode(deps, { json: values.json === true });
     const now = deps.now();
     // Each stack's outputs cost one `pulumi` run; say so on stderr (stdout may be piped JSON).
     if (await deps.pulumi.available()) deps.io.err("Reading stack outputs with `pulumi stack output`…");
-    const rows = (await readTenants(deps)).map((t) => tenantRow(t, now));
+    const tenants = await readTenants(deps);
+    const rows = tenants.map((t) => tenantRow(t, now));
+    if (values.prometheus !== undefined) return prometheusTargets(deps, values.prometheus, tenants.map((tenant, i) => ({ tenant, unknown: isUnknown(rows[i]!) ? rows[i]!.reason ?? "unknown" : null })));
     deps.io.out(values.json ? JSON.stringify(rows, null, 2) : formatTenants(rows));
     // A listing with holes is not a success: a script (or cron) reading it must not take it for the whole picture.
     return rows.some(isUnknown) ? 1 : 0;
   });
+}
+
+/** --prometheus: the files written, a line each on stdout; what was left out or kept, on stderr. */
+function prometheusTargets(deps: ScriptDeps, dir: string, tenants: Parameters<typeof writeTargets>[1]): number {
+  const { written, kept } = writeTargets(resolve(deps.root, dir), tenants, deps.io.err);
+  for (const [kind, n] of Object.entries(written)) deps.io.out(`${join(dir, `${kind}.json`)}: ${n} tenant${n === 1 ? "" : "s"}`);
+  // Kept from the previous run is not a success: a cron job's mail should say that a stack cannot be read.
+  return kept.length > 0 ? 1 : 0;
 }
 
 if (import.meta.main) process.exitCode = await main(process.argv.slice(2));

@@ -211,3 +211,36 @@ describe("the docs quote the alerts as alerts.yml writes them", () => {
     }
   });
 });
+
+describe("prometheus-fleet.yml: a job per TLS kind over the targets list-tenants --prometheus writes", () => {
+  interface FleetJob { job_name: string; scheme?: string; metrics_path: string; tls_config?: { ca_file?: string }; params?: { module: string[] }; file_sd_configs: { files: string[] }[]; relabel_configs?: unknown }
+  const fleet = () => (parse(readFileSync(join(DIR, "prometheus-fleet.yml"), "utf8")) as { rule_files: string[]; scrape_configs: FleetJob[] }).scrape_configs;
+  const selector = (alert: string) => new RegExp(`^(?:${/job=~"([^"]+)"/.exec(rules.find((r) => r.alert === alert)!.expr)![1]})$`);
+
+  it("each job reads its kind's file, with the kind's scheme and trust; the alerts' selectors find the shim's, vLLM's and the probes' jobs apart", () => {
+    const byName = Object.fromEntries(fleet().map((j) => [j.job_name, j]));
+    const kinds = ["letsencrypt", "self-signed", "http"];
+    expect(Object.keys(byName).sort()).toEqual([...kinds.flatMap((k) => [`gpu-sandbox-${k}`, `vllm-gpu-sandbox-${k}`]), "tls-gpu-sandbox-letsencrypt", "tls-gpu-sandbox-self-signed"].sort());
+    for (const [name, job] of Object.entries(byName)) {
+      const kind = kinds.find((k) => name.endsWith(`gpu-sandbox-${k}`))!;
+      expect(job.file_sd_configs, name).toEqual([{ files: [`gpu-sandbox/${kind}.json`] }]);
+      expect(job).not.toHaveProperty("authorization");
+      if (name.startsWith("tls-")) {
+        expect(job.relabel_configs, name).toEqual(probeJobs()[0]!.relabel_configs);
+        const module = blackboxModules()[job.params!.module[0]!];
+        expect(module, name).toMatchObject({ prober: "tcp", tcp: { tls: true } });
+        expect(module!.tcp.tls_config?.ca_file, name).toBe(kind === "self-signed" ? "/etc/prometheus/gpu-sandbox/self-signed-ca.pem" : undefined);
+        expect(name).toMatch(selector("GpuSandboxCertificateExpiresSoon"));
+        expect(name).not.toMatch(selector("GpuSandboxShimDown"));
+        continue;
+      }
+      expect(job.scheme, name).toBe(kind === "http" ? "http" : "https");
+      expect(job.tls_config, name).toEqual(kind === "self-signed" ? { ca_file: "gpu-sandbox/self-signed-ca.pem" } : undefined);
+      const vllm = name.startsWith("vllm-");
+      expect(job.metrics_path, name).toBe(vllm ? "/metrics/vllm" : "/metrics");
+      expect(selector("GpuSandboxShimDown").test(name), name).toBe(!vllm);
+      expect(selector("GpuSandboxModelMetricsFailing").test(name), name).toBe(vllm);
+      expect(name).not.toMatch(selector("GpuSandboxCertificateExpiresSoon"));
+    }
+  });
+});
