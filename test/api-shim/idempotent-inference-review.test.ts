@@ -1,0 +1,43 @@
+import OpenAI from "openai";
+import { describe, expect, it } from "vitest";
+import { aWhile, BODY, CREDITS, FAKE, FILE } from "../support/kept-answers.ts";
+import type { Harness } from "../support/shim-harness.ts";
+import { shimPerTest } from "../support/upstream-per-test.ts";
+import { KEY_ENTRIES } from "../../api-shim/src/limits/left-generations.ts";
+
+/**
+ * Idempotency-Key cases found by the review of 2026-12-07 (idempotent-inference.test.ts has the
+ * feature's own): what a restarted job pays where the memory's bounds or its waiting re-sends are at stake.
+ */
+type Chat = OpenAI.ChatCompletionCreateParamsNonStreaming;
+const prompt = (i: number | string): Chat => ({ ...BODY, messages: [{ role: "user", content: `prompt ${i}` }] }) as Chat;
+const idem = (value: string) => ({ headers: { "Idempotency-Key": value } });
+const sdk = (h: Harness, key: string) => new OpenAI({ apiKey: key, baseURL: `${h.url}/v1`, maxRetries: 0 });
+const UNLIMITED = { ...FILE, tiers: { job: { rpm: null, tpm: null, concurrency: null } } };
+
+describe("Idempotency-Key: the review's cases", () => {
+  const start = shimPerTest();
+
+  it("a long request still running when the job is killed is still joined by its re-send after the job sent its key's share of short ones (the answered ones give way first)", async () => {
+    const h = await start({ file: UNLIMITED, fake: FAKE, env: { SHIM_UPSTREAM_TIMEOUT_MS: "20000" } });
+    const { key } = await h.createKey({ credits: 100 * CREDITS, tier: "job" });
+    const client = sdk(h, key);
+    // The long one: its answer comes 6 s after it reached the upstream (the fake reads its behaviour per request).
+    h.fake.set({ headerDelayMs: 6000 });
+    const kill = new AbortController();
+    const long = client.chat.completions.create(prompt("long"), { ...idem("job:long"), signal: kill.signal }).catch(() => undefined);
+    await h.fake.until((c) => c.received === 1);
+    h.fake.set({ headerDelayMs: 0 });
+    // Meanwhile the job's other workers get KEY_ENTRIES answers, each sent with its own key.
+    for (let i = 0; i < KEY_ENTRIES; i += 25) {
+      await Promise.all(Array.from({ length: 25 }, (_, j) => client.chat.completions.create(prompt(i + j), idem(`job:${i + j}`))));
+    }
+    // Killed, restarted: the long one's re-send waits for its generation rather than starting another.
+    kill.abort();
+    await long;
+    const again = await client.chat.completions.create(prompt("long"), idem("job:long")).withResponse();
+    expect(again.response.headers.get("idempotent-replayed")).toBe("true");
+    await aWhile();
+    expect(h.fake.counters.received).toBe(1 + KEY_ENTRIES);
+  });
+});
