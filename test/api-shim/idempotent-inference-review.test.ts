@@ -40,4 +40,22 @@ describe("Idempotency-Key: the review's cases", () => {
     await aWhile();
     expect(h.fake.counters.received).toBe(1 + KEY_ENTRIES);
   });
+
+  it("a re-send waiting on a first request (its client there) whose generation runs out of time gets its final 504, not the same long generation started again", async () => {
+    // Half the shim's upstream timeout is the line past which a generation's timeout is final (inference-failures.ts).
+    const h = await start({ file: FILE, fake: FAKE, env: { SHIM_UPSTREAM_TIMEOUT_MS: "1500" } });
+    const { key } = await h.createKey({ credits: CREDITS });
+    h.fake.set({ headerDelayMs: 5000 });
+    const client = sdk(h, key);
+    const first = client.chat.completions.create(prompt(1), idem("job:1")).catch((e: unknown) => e);
+    await h.fake.until((c) => c.received === 1);
+    const again = await client.chat.completions.create(prompt(1), idem("job:1")).catch((e: unknown) => e);
+    for (const err of [await first, again] as InstanceType<typeof OpenAI.APIError>[]) {
+      expect(err).toBeInstanceOf(OpenAI.InternalServerError);
+      expect(err.status).toBe(504);
+      expect(err.headers?.get("x-should-retry")).toBe("false");
+    }
+    await aWhile();
+    expect(h.fake.counters.received).toBe(1);
+  });
 });
