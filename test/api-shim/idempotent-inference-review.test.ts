@@ -58,4 +58,25 @@ describe("Idempotency-Key: the review's cases", () => {
     await aWhile();
     expect(h.fake.counters.received).toBe(1);
   });
+
+  it("a re-send already waiting on a request whose answer is too large to keep (over a key's share) gets that answer, not a generation of its own", async () => {
+    const h = await start({ file: { ...FILE, models: [...FILE.models, { name: "bge-m3", maxModelLen: 8192 }] }, fake: { models: [{ name: "qwen2.5-7b" }, { name: "bge-m3" }] } });
+    const { key } = await h.createKey({ credits: CREDITS });
+    // 64 vectors of 30,000 floats as JSON: past KEY_BYTES (16 MiB), within what the shim relays.
+    h.fake.set({ embeddingDims: 30_000, headerDelayMs: 1000 });
+    const client = sdk(h, key);
+    const body = { model: "bge-m3", input: Array.from({ length: 64 }, (_, i) => `text ${i}`), encoding_format: "float" as const };
+    const first = client.embeddings.create(body, idem("big:1")).withResponse();
+    await h.fake.until((c) => c.received === 1);
+    const waiting = client.embeddings.create(body, idem("big:1")).withResponse();
+    const [a, b] = await Promise.all([first, waiting]);
+    expect(b.response.headers.get("idempotent-replayed")).toBe("true");
+    expect(b.response.headers.get("x-joined-request-id")).toBe(a.response.headers.get("x-request-id"));
+    expect(b.data.data).toHaveLength(64);
+    expect(h.fake.counters.received).toBe(1);
+    // Not kept: a re-send that comes after it is generated (and charged) again, as the docs say.
+    const later = await client.embeddings.create(body, idem("big:1")).withResponse();
+    expect(later.response.headers.get("idempotent-replayed")).toBeNull();
+    expect(h.fake.counters.received).toBe(2);
+  });
 });

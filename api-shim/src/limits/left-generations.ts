@@ -104,18 +104,18 @@ export class LeftGeneration {
   /** Its answer, charged: kept KEEP_MS for a retry (if it fits), and given to those waiting. */
   answered(answer: KeptAnswer): void {
     if (this.ended) return;
-    if (answer.body.length <= KEY_BYTES) {
-      this.answer = answer;
-      if (!this.owner.kept(this)) {
-        // Its key would hold the most: not kept (kept() took its bytes back), but a retry already
-        // waiting on it still gets it; one not yet come generates its own.
-        this.settle();
-        this.answer = undefined;
-        this.owner.drop(this, this.claimed ? undefined : "over_total");
-        return;
-      }
-      this.timer = setTimeout(() => this.owner.drop(this, "expired"), KEEP_MS).unref();
+    this.answer = answer;
+    // Past a key's share it is not kept; nor when its key would then hold the most (kept() took
+    // its bytes back). Either way a retry or re-send already waiting on it still gets it (it was
+    // charged once for them too); one not yet come generates its own.
+    const kept = answer.body.length <= KEY_BYTES && this.owner.kept(this);
+    if (!kept) {
+      this.settle();
+      this.answer = undefined;
+      this.owner.drop(this, this.claimed || answer.body.length > KEY_BYTES ? undefined : "over_total");
+      return;
     }
+    this.timer = setTimeout(() => this.owner.drop(this, "expired"), KEEP_MS).unref();
     this.end();
   }
 
