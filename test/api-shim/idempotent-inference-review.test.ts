@@ -78,5 +78,5 @@ describe("Idempotency-Key: the review's cases", () => {
     const later = await client.embeddings.create(body, idem("big:1")).withResponse();
     expect(later.response.headers.get("idempotent-replayed")).toBeNull();
     expect(h.fake.counters.received).toBe(2);
-  });
+  }, 60_000); // three 20 MiB answers parsed and relayed: ~16 s on a loaded 2-core machine
 });
