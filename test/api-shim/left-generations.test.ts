@@ -85,7 +85,7 @@ describe("left generations kept for a retry", () => {
     expect(n.find("k8", "/r", body("a"))).toBeDefined();
   });
 
-  it("a key over its share (KEY_ENTRIES generations, KEY_BYTES of answers) drops its own oldest, never another key's", () => {
+  it("a key over its share (KEY_ENTRIES generations, KEY_BYTES of answers) drops its own oldest, never another key's", async () => {
     const m = new LeftGenerations();
     const other = m.remember("other", callHash("/r", body("o")), "o");
     other.answered(answer(10));
@@ -114,9 +114,37 @@ describe("left generations kept for a retry", () => {
     expect(n.find("other", "/r", body("o"))).toBe(kept);
     // An answer larger than a key's share is not kept: its retry generates its own.
     const huge = n.remember("k", callHash("/r", body("huge")), "h");
+    const waiting = huge.outcome(never); // a retry already waiting on it gets it all the same
     huge.answered(answer(KEY_BYTES + 1));
+    expect(await waiting).toMatchObject({ status: 200 });
     expect(n.find("k", "/r", body("huge"))).toBeUndefined();
     expect(n.evicted).toEqual({ expired: 0, over_key_share: 1, over_total: 0 });
+  });
+
+  it("making room, a key's oldest answered entry goes before its older one still running, at its share and at the total", () => {
+    const m = new LeftGenerations();
+    const running = m.remember("k", callHash("/r", body("long")), "long", "job:long");
+    const answered = m.remember("k", callHash("/r", body("0")), "r0", "job:0");
+    answered.answered(answer(10));
+    for (let i = 1; i < KEY_ENTRIES - 1; i++) m.remember("k", callHash("/r", body(String(i))), `r${i}`, `job:${i}`);
+    m.remember("k", callHash("/r", body("last")), "last", "job:last");
+    expect(m.idempotent("k", "job:long")).toBe(running);
+    expect(m.idempotent("k", "job:0")).toBeUndefined();
+    // Only running ones left to give: the oldest of those.
+    m.remember("k", callHash("/r", body("next")), "next", "job:next");
+    expect(m.idempotent("k", "job:long")).toBeUndefined();
+    // At the total: the largest holder's oldest answered entry, not its older running one.
+    const n = new LeftGenerations();
+    const keys = ["k1", "k2", "k3", "k4"];
+    const first = n.remember("k1", callHash("/r", body("first")), "first");
+    const done = n.remember("k1", callHash("/r", body("done")), "done");
+    done.answered(answer(10));
+    for (const k of keys) for (let i = k === "k1" ? 2 : 0; i < KEY_ENTRIES; i++) n.remember(k, callHash("/r", body(String(i))), `${k}${i}`);
+    expect(n.size).toBe(KEPT_ENTRIES);
+    n.remember("k5", callHash("/r", body("x")), "x");
+    expect(n.find("k1", "/r", body("done"))).toBeUndefined();
+    expect(n.find("k1", "/r", body("first"))).toBe(first);
+    expect(n.evicted.over_total).toBe(1);
   });
 
   it("over the total, the key holding the most gives up its oldest: a key holding less keeps its answer", () => {

@@ -104,18 +104,18 @@ export class LeftGeneration {
   /** Its answer, charged: kept KEEP_MS for a retry (if it fits), and given to those waiting. */
   answered(answer: KeptAnswer): void {
     if (this.ended) return;
-    if (answer.body.length <= KEY_BYTES) {
-      this.answer = answer;
-      if (!this.owner.kept(this)) {
-        // Its key would hold the most: not kept (kept() took its bytes back), but a retry already
-        // waiting on it still gets it; one not yet come generates its own.
-        this.settle();
-        this.answer = undefined;
-        this.owner.drop(this, this.claimed ? undefined : "over_total");
-        return;
-      }
-      this.timer = setTimeout(() => this.owner.drop(this, "expired"), KEEP_MS).unref();
+    this.answer = answer;
+    // Past a key's share it is not kept; nor when its key would then hold the most (kept() took
+    // its bytes back). Either way a retry or re-send already waiting on it still gets it (it was
+    // charged once for them too); one not yet come generates its own.
+    const kept = answer.body.length <= KEY_BYTES && this.owner.kept(this);
+    if (!kept) {
+      this.settle();
+      this.answer = undefined;
+      this.owner.drop(this, this.claimed || answer.body.length > KEY_BYTES ? undefined : "over_total");
+      return;
     }
+    this.timer = setTimeout(() => this.owner.drop(this, "expired"), KEEP_MS).unref();
     this.end();
   }
 
@@ -196,7 +196,7 @@ export class LeftGenerations {
   remember(keyId: string, call: string, requestId: string, idempotencyKey?: string): LeftGeneration {
     const g = new LeftGeneration(this, keyId, call, requestId, idempotencyKey);
     const own = this.byKey.get(keyId)?.entries;
-    while (own && own.size >= KEY_ENTRIES) this.drop(own.values().next().value!, "over_key_share");
+    while (own && own.size >= KEY_ENTRIES) this.drop(oldestToGo(own), "over_key_share");
     while (this.all.size >= KEPT_ENTRIES) this.drop(this.largestHoldersOldest("entries")!, "over_total");
     this.all.add(g);
     let mine = this.byKey.get(keyId);
@@ -269,7 +269,8 @@ export class LeftGenerations {
       const held = bytes ? holding.bytes : holding.entries.size;
       if (held > most) [pick, most] = [g, held];
     }
-    return pick;
+    // By entries: that key's oldest answered one before its oldest still running (oldestToGo).
+    return pick && !bytes ? oldestToGo(this.byKey.get(pick.keyId)!.entries) : pick;
   }
 
   /** A retry got a left generation's answer whole (joined-retry.ts): once per generation, since it is then forgotten. */
@@ -296,6 +297,19 @@ export class LeftGenerations {
     if (reason) this.evicted[reason]++;
     g.forget();
   }
+}
+
+/**
+ * Of a key's entries (oldest first), the one to drop for room: its oldest with an answer kept, else
+ * its oldest. A running one is what a killed job's restart (or an SDK's retry) comes back for
+ * while it is generated, and dropped it is generated again: answered ones, many already received by
+ * a client that stayed (an idempotent request's is kept either way), give way first. Found by the
+ * review of 2026-12-07: a job's long request was dropped, still running, by its 250 short ones
+ * answered since, and its re-send after a kill generated it again.
+ */
+function oldestToGo(entries: Set<LeftGeneration>): LeftGeneration {
+  for (const g of entries) if (g.answer) return g;
+  return entries.values().next().value!;
 }
 
 /** Where an idempotent request is found: its key's id and its Idempotency-Key (a key id has no newline). */

@@ -43,6 +43,11 @@ function finalIfGenerationTimedOut(ctx: ShimContext, request: FastifyRequest, er
   return new ShimError("upstream_timeout", { message: err.message, headers: { ...err.headers, "x-should-retry": "false" } });
 }
 
+/** Whether `e` is the 504 finalIfGenerationTimedOut made final: what those waiting on the generation are told too. */
+export function isFinalTimeout(e: unknown): e is ShimError {
+  return e instanceof ShimError && e.code === "upstream_timeout" && e.headers?.["x-should-retry"] === "false";
+}
+
 /**
  * An upstream refusal (`err`, as the client is or would be told it) counted and named on the
  * request's line. One the client is told is its own error (a 4xx: bad parameters, a model the

@@ -16,7 +16,7 @@ import { writeWithBackpressure } from "../client/response-writer.ts";
 import { Settlement } from "../money/settlement.ts";
 import type { ReserveInput, ReserveResult } from "../store/store.ts";
 import { meterFor, relayStream } from "../metering/stream.ts";
-import { clientLeft, failed, leftThenFailed, leftThenRefused, refused, REQUEST_PRICE_ONLY } from "./inference-failures.ts";
+import { clientLeft, failed, isFinalTimeout, leftThenFailed, leftThenRefused, refused, REQUEST_PRICE_ONLY } from "./inference-failures.ts";
 import { countUpstreamFailure, isAbort, readBody, readLimited, type UpstreamResponse } from "../upstream/upstream.ts";
 import type { UpstreamFailureReason } from "../upstream/failure-reasons.ts";
 import { upstreamErrorBody, upstreamStatusError } from "../upstream/upstream-errors.ts";
@@ -324,6 +324,12 @@ async function admitted(ctx: ShimContext, kind: InferenceKind, upstreamPath: str
     if (gone) request.shimErrorCode = "client_closed_request";
     finishRequest(ctx, request, gone ? 499 : res.status);
     return reply;
+  } catch (e) {
+    // An idempotent request's generation ran out of time, its client there (the 504 told final):
+    // re-sends waiting on it get that 504, as a left generation's retries do (leftThenFailed),
+    // rather than each starting the same long generation into the same timeout.
+    if (remembered && isFinalTimeout(e)) remembered.failed(e);
+    throw e;
   } finally {
     reply.raw.off("close", onClose);
     sentBytes = undefined;
