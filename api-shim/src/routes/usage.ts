@@ -12,7 +12,7 @@ import { type UsageBatches, usageBatches } from "../store/usage-batches.ts";
 import type { CreditsLine, CreditsQuery } from "../store/credits-statement.ts";
 import type { RequestRow, RequestsQuery } from "../store/request-rows.ts";
 
-/** GET /v1/usage: the calling key's usage in seed 004's shape, plus its remaining credits. */
+/** GET /v1/usage: the calling key's usage in seed 004's shape, plus its remaining credits and its expiry. */
 export function usageRoutes(app: FastifyInstance, ctx: ShimContext): void {
   app.get("/v1/usage", async (request, reply) => {
     const key = request.auth!.key;
@@ -40,6 +40,10 @@ export function usageRoutes(app: FastifyInstance, ctx: ShimContext): void {
       usage: { total_requests: requests, total_tokens: tokens, total_cost: creditsNumber(cost), models },
       credits_charged: 0,
       credits_remaining: creditsNumber(key.balance - key.held),
+      // When the key stops working, as LiteLLM's /key/info tells its holder `expires`: an expired
+      // key's 401 is a revoked or unknown key's, so this is where its holder can see it coming.
+      // Not its name nor its tier's: those are the operator's words (the 429s give figures only).
+      key: { id: key.id, expires_at: key.expiresAt === null ? null : new Date(key.expiresAt).toISOString() },
     });
   });
 }
