@@ -17,6 +17,8 @@ const ROOT = join(import.meta.dirname, "..", "..");
 const EXAMPLE = readFileSync(join(ROOT, "stacks", "Pulumi.example.yaml"), "utf8").replace(/^.*ttlHours.*\n/m, "");
 const MONTH = new Date().toISOString().slice(0, 7); // report-usage's default period: this UTC month
 
+// Each run starts a node process per tenant (list-tenants, report-usage), and a refused host is
+// retried before it counts: tens of seconds on a loaded 2-core machine, past the default 30 s.
 const shims: Harness[] = [];
 let project: string;
 let bin: string;
@@ -63,7 +65,7 @@ afterAll(async () => {
   await Promise.all(shims.slice(0, 2).map((h) => h.close()));
 });
 
-describe("fleet-status.sh: every tenant's state in one run", () => {
+describe("fleet-status.sh: every tenant's state in one run", { timeout: 120_000 }, () => {
   it("a row per stack: an expired stack still serving is read too, a key run dry is named, and a host down makes the run exit 1", async () => {
     const r = await run("fleet-status.sh");
     expect(r.code, r.stderr).toBe(1);
@@ -93,7 +95,7 @@ describe("fleet-status.sh: every tenant's state in one run", () => {
   it("passes shellcheck", () => expectOperatorScriptClean("fleet-status.sh"));
 });
 
-describe("fleet-invoices.sh: a month's invoice files for every tenant", () => {
+describe("fleet-invoices.sh: a month's invoice files for every tenant", { timeout: 120_000 }, () => {
   it("writes both files for each stack that served (an expired one too), the same columns for all, and exits 1 naming a tenant it could not read, leaving no file of it", async () => {
     const dir = join(project, "invoices");
     const r = await run("fleet-invoices.sh", [MONTH, dir]);
