@@ -1,5 +1,4 @@
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { closeSync, copyFileSync, mkdirSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse, stringify } from "yaml";
@@ -7,9 +6,9 @@ import { memoryIo } from "../../scripts/lib/cli.ts";
 import { main } from "../../scripts/list-tenants.ts";
 import { FakePulumi, type FakeStack } from "../scripts/fake-pulumi.ts";
 import { prometheusApi } from "../support/prometheus-api.ts";
+import { NO_PROMETHEUS, type RunningPrometheus, startPrometheus, waitForAnswer } from "../support/prometheus-process.ts";
 import { type RenderedEdge, startRenderedEdge } from "../support/rendered-edge.ts";
-import { trackChild } from "../support/running-children.ts";
-import { freePort, pollUntil, tempDir } from "../support/tools.ts";
+import { freePort, tempDir } from "../support/tools.ts";
 
 /**
  * templates/operator/prometheus/prometheus-fleet.yml in a real Prometheus (Debian's package),
@@ -24,13 +23,8 @@ const KIT = join(import.meta.dirname, "..", "..", "templates", "operator", "prom
 const DEADLINE_MS = 60_000;
 const TEST_TIMEOUT_MS = 3 * DEADLINE_MS;
 
-const PROMETHEUS = "/usr/bin/prometheus";
-const version = spawnSync(PROMETHEUS, ["--version"], { encoding: "utf8" });
-const NO_PROMETHEUS = version.error === undefined && version.status === 0
-  ? undefined : "prometheus is not installed (apt-get install prometheus; .ci/run installs it)";
-
 const edges = new Map<string, { edge: RenderedEdge; host: string }>();
-let prometheus: ChildProcess | undefined;
+let prometheus: RunningPrometheus | undefined;
 let api: ReturnType<typeof prometheusApi>;
 let dir = "";
 let root = "";
@@ -53,11 +47,7 @@ async function generate(): Promise<{ code: number; stderr: string }> {
   return { code, stderr: io.stderr.join("\n") };
 }
 
-async function waitFor<T>(read: () => Promise<T>, done: (value: T) => boolean): Promise<T> {
-  let last: T | undefined;
-  await pollUntil(async () => done(last = await read()), DEADLINE_MS, 250);
-  return last as T;
-}
+const waitFor = <T>(read: () => Promise<T>, done: (value: T) => boolean): Promise<T> => waitForAnswer(read, done, DEADLINE_MS);
 
 describe("prometheus-fleet.yml scraping the targets list-tenants --prometheus wrote", () => {
   beforeAll(async () => {
@@ -74,27 +64,12 @@ describe("prometheus-fleet.yml scraping the targets list-tenants --prometheus wr
     writeFileSync(join(dir, "prometheus.yml"), stringify({ ...kit, global: { scrape_interval: "1s", evaluation_interval: "1s" } }));
     const port = await freePort();
     api = prometheusApi(port);
-    const log = join(dir, "prometheus.log");
-    const fd = openSync(log, "w");
-    try {
-      prometheus = spawn(PROMETHEUS, ["--config.file=prometheus.yml", `--storage.tsdb.path=${join(dir, "data")}`, `--web.listen-address=127.0.0.1:${port}`],
-        { cwd: dir, stdio: ["ignore", fd, fd] });
-    } finally {
-      closeSync(fd);
-    }
-    trackChild(prometheus);
-    const exited = () => prometheus!.exitCode !== null || prometheus!.signalCode !== null;
-    const ready = await pollUntil(async () => exited() || (await fetch(`http://127.0.0.1:${port}/-/ready`).catch(() => undefined))?.status === 200, DEADLINE_MS, 100);
-    if (!ready || exited()) throw new Error(`Prometheus did not get ready${exited() ? " (it exited)" : ""}:\n${readFileSync(log, "utf8")}`);
+    prometheus = await startPrometheus(dir, port, DEADLINE_MS);
   }, TEST_TIMEOUT_MS);
 
   afterAll(async () => {
     try {
-      if (prometheus && prometheus.exitCode === null && prometheus.signalCode === null) {
-        const exited = new Promise((resolve) => prometheus!.once("exit", resolve));
-        prometheus.kill("SIGTERM");
-        await exited;
-      }
+      await prometheus?.stop();
     } finally {
       for (const { edge } of edges.values()) await edge.close();
     }

@@ -1,12 +1,11 @@
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { closeSync, copyFileSync, openSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parse, stringify } from "yaml";
 import { type RenderedEdge, startRenderedEdge } from "../support/rendered-edge.ts";
-import { trackChild } from "../support/running-children.ts";
-import { pollUntil, tempDir } from "../support/tools.ts";
+import { tempDir } from "../support/tools.ts";
 import { ACTIVE, prometheusApi } from "../support/prometheus-api.ts";
+import { NO_PROMETHEUS, type RunningPrometheus, startPrometheus, waitForAnswer } from "../support/prometheus-process.ts";
 
 /**
  * templates/operator/prometheus/ against a real Prometheus (Debian's `prometheus` package, which
@@ -29,10 +28,6 @@ const DEADLINE_MS = 60_000;
 /** Room for a test's waits to run out and its assertion to say what was seen instead. */
 const TEST_TIMEOUT_MS = 3 * DEADLINE_MS;
 
-const PROMETHEUS = "/usr/bin/prometheus";
-const version = spawnSync(PROMETHEUS, ["--version"], { encoding: "utf8" });
-const NO_PROMETHEUS = version.error === undefined && version.status === 0
-  ? undefined : "prometheus is not installed (apt-get install prometheus; .ci/run installs it)";
 
 interface Job { job_name: string; scheme?: string; tls_config?: { ca_file?: string }; static_configs: { targets: string[]; labels?: Record<string, string> }[] }
 
@@ -66,16 +61,11 @@ function operatorConfig(dir: string, tenants: { name: string; ca: string; target
 const { query, target, rules } = prometheusApi(PROMETHEUS_PORT);
 
 /** Polls `read` until `done` holds of its answer or the deadline passes; returns the last answer. */
-async function waitFor<T>(read: () => Promise<T>, done: (value: T) => boolean): Promise<T> {
-  let last: T | undefined;
-  await pollUntil(async () => done(last = await read()), DEADLINE_MS, 250);
-  return last as T;
-}
+const waitFor = <T>(read: () => Promise<T>, done: (value: T) => boolean): Promise<T> => waitForAnswer(read, done, DEADLINE_MS);
 
 let edge: RenderedEdge | undefined;
 let outsider: RenderedEdge | undefined;
-let prometheus: ChildProcess | undefined;
-let prometheusLog = "";
+let prometheus: RunningPrometheus | undefined;
 let shimStopped = false;
 
 describe("the kit's prometheus.yml and alerts.yml in a real Prometheus, scraping the rendered edge", () => {
@@ -92,29 +82,12 @@ describe("the kit's prometheus.yml and alerts.yml in a real Prometheus, scraping
       { name: TENANT, ca: edge.nginx.certificate, target: `localhost:${EDGE_PORTS.https}` },
       { name: OUTSIDER, ca: outsider.nginx.certificate, target: `127.0.0.1:${OUTSIDER_PORTS.https}` },
     ]));
-    prometheusLog = join(dir, "prometheus.log");
-    const fd = openSync(prometheusLog, "w");
-    try {
-      prometheus = spawn(PROMETHEUS, ["--config.file=prometheus.yml", `--storage.tsdb.path=${join(dir, "data")}`,
-        `--web.listen-address=127.0.0.1:${PROMETHEUS_PORT}`], { cwd: dir, stdio: ["ignore", fd, fd] });
-    } finally {
-      closeSync(fd);
-    }
-    trackChild(prometheus);
-    // Ready, and this test's: a Prometheus that exited (its port taken, a bad config) is told at
-    // once, not waited for while another on the port answers.
-    const exited = () => prometheus!.exitCode !== null || prometheus!.signalCode !== null;
-    const ready = await pollUntil(async () => exited() || (await fetch(`http://127.0.0.1:${PROMETHEUS_PORT}/-/ready`).catch(() => undefined))?.status === 200, DEADLINE_MS, 100);
-    if (!ready || exited()) throw new Error(`Prometheus did not get ready${exited() ? " (it exited)" : ""}:\n${readFileSync(prometheusLog, "utf8")}`);
+    prometheus = await startPrometheus(dir, PROMETHEUS_PORT, DEADLINE_MS);
   }, TEST_TIMEOUT_MS);
 
   afterAll(async () => {
     try {
-      if (prometheus && prometheus.exitCode === null && prometheus.signalCode === null) {
-        const exited = new Promise((resolve) => prometheus!.once("exit", resolve));
-        prometheus.kill("SIGTERM");
-        await exited;
-      }
+      await prometheus?.stop();
     } finally {
       try {
         await outsider?.close();
