@@ -6,7 +6,6 @@ import { creditsNumber, formatCredits, parseCredits } from "../../api-shim/src/m
 import { AdminApiError, type AdminClient, type ApiKey, findKey, keyStatus } from "./admin-client.ts";
 import { creditsFlag, noteFlag } from "./credits-flags.ts";
 import { type Io, required, UsageError } from "./cli.ts";
-import { exitCodeOf } from "./exit-codes.ts";
 import { shownTime } from "./key-list.ts";
 import { mayHaveActed } from "./lost-answers.ts";
 import { manageKeysCommand } from "./manage-keys-command.ts";
@@ -111,7 +110,7 @@ async function upToOne(run: Run, key: ApiKey, single: boolean): Promise<UpToResu
   if (single) io.err(`Idempotency-Key: ${idem}; to retry safely: ${retry}`);
   try {
     const grant = await client.topUp(key.id, { amount, note: run.note }, idem);
-    if (grant.replayed) return already(run, key, base, grant.balance);
+    if (grant.replayed) return already(run, key, base, key.balance); // grant.balance is the balance right after the first
     say(`Added ${amount} credits to ${key.name} (${key.id}), up to its allowance of ${formatCredits(allowance)} for ${period}: balance ${grant.balance}, remaining ${grant.credits_remaining}.`);
     return { ...base, outcome: "topped_up", added: creditsNumber(lack), balance: grant.balance, credits_remaining: grant.credits_remaining };
   } catch (err) {
@@ -140,9 +139,9 @@ async function upToAll(run: Run, keys: readonly ApiKey[]): Promise<number> {
     } catch (err) {
       const message = err instanceof Error ? err.message : String(err);
       io.err(`${key.name} (${key.id}): ${message}`);
-      // An answer lost is "unknown" (exit 5), as a single key's; any other failure, exit 1 at the end.
+      // Told, and the others still get theirs: exit 1 at the end (as reap-expired's), with the command
+      // to run again, which is safe (a key whose grant was applied gets nothing more this period).
       results.push({ key_id: key.id, name: key.name, period: run.period, allowance: creditsNumber(run.allowance), idempotency_key: `up-to-${key.id}-${run.period}`, outcome: "failed", error: message.split("\n")[0]! });
-      if (exitCodeOf(err) === 3 && results.length === 1) throw err; // the API unreachable: nothing done yet, say it once
     }
   }
   if (flags.json) io.out(JSON.stringify(results, null, 2));

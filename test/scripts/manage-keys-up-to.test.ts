@@ -3,6 +3,7 @@
 // against a real shim.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ApiKey } from "../../scripts/lib/admin-client.ts";
+import { frontProxy } from "../support/front-proxy.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
 import { runManageKeys } from "./run-manage-keys.ts";
 
@@ -14,7 +15,7 @@ afterAll(() => h.close());
 
 const DECEMBER = () => new Date("2026-12-07T22:30:00Z");
 const JANUARY = () => new Date("2027-01-01T00:05:00Z");
-const keys = (argv: string[], now = DECEMBER) => runManageKeys(h, [argv[0]!, "--url", h.url, ...argv.slice(1)], { now, stdinIsTTY: false });
+const keys = (argv: string[], now = DECEMBER, url = h.url) => runManageKeys(h, [argv[0]!, "--url", url, ...argv.slice(1)], { now, stdinIsTTY: false });
 const listed = async (id: string) => (JSON.parse((await keys(["list", "--json"])).out) as ApiKey[]).find((k) => k.id === id)!;
 const spend = async (id: string, amount: number) => {
   const res = await h.admin(`/admin/keys/${id}/debits`, { method: "POST", body: JSON.stringify({ amount, note: "spent" }) });
@@ -41,6 +42,16 @@ describe("manage-keys top-up --up-to", () => {
     const next = await keys(["top-up", "--key", id, "--up-to", "50", "--json"], JANUARY);
     expect(next.code, next.err).toBe(0);
     expect(JSON.parse(next.out)).toEqual({ key_id: id, name: "thirds", period: "2027-01", allowance: 50, idempotency_key: `up-to-${id}-2027-01`, outcome: "topped_up", added: 5, balance: 50, credits_remaining: 50 });
+  });
+
+  it("a run again after the key spent exactly its period's grant is told as topped up already, not as added (the API replays it)", async () => {
+    const { id } = await h.createKey({ name: "same-again", credits: 40 });
+    expect((await keys(["top-up", "--key", id, "--up-to", "50"])).out).toContain("Added 10 credits");
+    await spend(id, 10); // lacks 10 again: the same request as the period's grant
+    const again = await keys(["top-up", "--key", id, "--up-to", "50"]);
+    expect(again.code, again.err).toBe(0);
+    expect(again.out).toBe(`Key same-again (${id}) was topped up for 2026-12 already (Idempotency-Key up-to-${id}-2026-12); nothing added: balance 40. The next top-up is for the next period.`);
+    expect((await listed(id)).balance).toBe(40);
   });
 
   it("leaves a key at or above its allowance untouched, exit 0, and says so", async () => {
@@ -88,6 +99,58 @@ describe("manage-keys top-up --up-to", () => {
       const r = await keys(["top-up", "--key", "gone", ...argv]);
       expect(r.code, argv.join(" ")).toBe(2);
       expect(r.err).toContain(message);
+    }
+  });
+
+  it("an answer lost after the shim acted: the retry line is the same command with the period spelled out, and it adds nothing twice", async () => {
+    const { id } = await h.createKey({ name: "lost-up-to", credits: 20 });
+    const front = await frontProxy(h.url, (method, url) => (method === "POST" && url.endsWith(`/${id}/credits`) ? "drop" : "forward"));
+    let retry: string;
+    try {
+      const r = await keys(["top-up", "--key", "lost-up-to", "--up-to", "50"], DECEMBER, front.url);
+      expect(r.code).toBe(5);
+      retry = `npm run manage-keys -- top-up --url=${front.url} --key=${id} --up-to=50 --period=2026-12`;
+      expect(r.lastLine).toBe(`The top-up may have been applied. Running the same command again is safe (its Idempotency-Key is the key's and the period's): ${retry}`);
+    } finally {
+      front.close();
+    }
+    expect((await listed(id)).balance).toBe(50); // applied, though the operator never heard so
+    await spend(id, 1);
+    // The retry, in January: its --period keeps it December's.
+    const again = await keys(["top-up", "--key", id, "--up-to", "50", "--period", "2026-12"], JANUARY);
+    expect(again.code, again.err).toBe(0);
+    expect(again.out).toContain("was topped up for 2026-12 already");
+    expect((await listed(id)).balance).toBe(49);
+  });
+
+  it("--all goes on past a key whose top-up failed, names it, exits 1; run again, it grants nothing twice", async () => {
+    const fresh = await startShim();
+    try {
+      const a = await fresh.createKey({ name: "a", credits: 1 });
+      const b = await fresh.createKey({ name: "b", credits: 2 });
+      const c = await fresh.createKey({ name: "c", credits: 3 });
+      const front = await frontProxy(fresh.url, (method, url) => (method === "POST" && url.endsWith(`/${b.id}/credits`) ? "gateway-timeout" : "forward"));
+      const all = (url: string) => runManageKeys(fresh, ["top-up", "--url", url, "--all", "--up-to", "10"], { now: DECEMBER, stdinIsTTY: false });
+      let first;
+      try {
+        first = await all(front.url);
+      } finally {
+        front.close();
+      }
+      expect(first.code).toBe(1);
+      expect(first.out.split("\n")).toEqual([
+        `Added 9 credits to a (${a.id}), up to its allowance of 10 for 2026-12: balance 10, remaining 10.`,
+        `Added 7 credits to c (${c.id}), up to its allowance of 10 for 2026-12: balance 10, remaining 10.`,
+      ]);
+      expect(first.err).toContain(`b (${b.id}): `);
+      expect(first.err).toContain("Up to 10 for 2026-12: 2 keys topped up, 0 at or above, 0 topped up already, 1 failed; 0 revoked or expired skipped.");
+      expect(first.lastLine).toBe(`Running the same command again is safe: a key topped up for 2026-12 gets nothing more (npm run manage-keys -- top-up --all --url=${front.url} --up-to=10 --period=2026-12).`);
+      const second = await all(fresh.url);
+      expect(second.code, second.err).toBe(0);
+      const balances = (JSON.parse((await runManageKeys(fresh, ["list", "--url", fresh.url, "--json"])).out) as ApiKey[]).map((k) => k.balance);
+      expect(balances).toEqual([10, 10, 10]); // b's top-up was applied behind the 504: once
+    } finally {
+      await fresh.close();
     }
   });
 
