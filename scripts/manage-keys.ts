@@ -250,7 +250,7 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
     case "top-up": {
       if (isUpTo(flags)) return topUpTo(flags, client, io, now);
       const ref = required("key", flags.key, "the id or name of the key to credit");
-      const amount = creditsFlag("amount", required("amount", flags.amount, "the credits to add, e.g. 250"), true);
+      const amount = creditsFlag("amount", required("amount", flags.amount, "the credits to add, e.g. 250 (or --up-to <n>: what the key lacks to reach <n>, once a period)"), true);
       const given = flags["idempotency-key"];
       const idem = given ?? `topup-${randomUUID()}`;
       idempotencyKeyFlag(idem);

@@ -94,6 +94,7 @@ describe("manage-keys top-up --up-to", () => {
       [["--up-to", "0"], '--up-to "0" must be a positive number'],
       [["--up-to", "5", "--period", "dec 2026"], '--period "dec 2026" must be'],
       [["--amount", "5", "--period", "2026-12"], "--period goes with --up-to"],
+      [[], "--amount is required: the credits to add, e.g. 250 (or --up-to <n>: what the key lacks to reach <n>, once a period)"],
     ];
     for (const [argv, message] of cases) {
       const r = await keys(["top-up", "--key", "gone", ...argv]);
