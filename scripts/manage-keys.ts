@@ -4,13 +4,14 @@
 import { randomUUID } from "node:crypto";
 import { creditsFlag, idempotencyKeyFlag, noteFlag } from "./lib/credits-flags.ts";
 import { noIdempotencyKeyWarning, unattended } from "./lib/unattended.ts";
-import { AdminApiError, type AdminClient, adminClient, type AdminTarget, type ApiKey, type CreditGrant, findKey, keyReference, keyStatus } from "./lib/admin-client.ts";
+import { AdminApiError, type AdminClient, adminClient, type AdminTarget, type ApiKey, type CreditGrant, findKey, keyReference } from "./lib/admin-client.ts";
 import { createKey, expiryNotApplied, keyNameProblem, nameTaken, noCreditsLine, replayedLines } from "./lib/create-key.ts";
 import { mayHaveActed } from "./lib/lost-answers.ts";
 import { manageKeysCommand } from "./lib/manage-keys-command.ts";
 import { createFromRoster, type RosterRun } from "./lib/roster-keys.ts";
 import { rotateKey } from "./lib/rotate-key.ts";
 import { writeOff } from "./lib/write-off.ts";
+import { isUpTo, notActiveForTopUp, topUpTo } from "./lib/top-up-to.ts";
 import { newKeyName, renamedLine, renameUnsupported } from "./lib/rename-key.ts";
 import { commaList, EXIT_CODES_USAGE, instantFlag, type Io, npmDashHint, parseFlags, required, runScript, shellWord, UsageError } from "./lib/cli.ts";
 import { closestName } from "./lib/closest-name.ts";
@@ -57,6 +58,9 @@ Commands:
            its ends) is printed first, in the command that retries it safely (never credits twice).
            In a CI job or cron (CI set, or stdin not a terminal) give one (invoice-1042, the day): a
            generated one is new each run, so a re-run credits again (a warning on stderr says so)
+  top-up   (--key <id|name> | --all) --up-to <n> [--period <label>] [--note <text>]
+           a budget that resets: adds what the key lacks to reach <n> (nothing at or above it), once a
+           period: --period, default the UTC month (2026-12); a week: 2026-W49. --all: every key in use
   write-off --key <id|name> --amount <n> --note <text> [--idempotency-key <k>]
            takes credits off (a refund, expired credits), a revoked or expired key's too: never
            more than it has remaining; the note (why) goes on the credits statement, as adjusted;
@@ -75,6 +79,7 @@ Examples:
   npm run manage-keys -- list --stack acme
   npm run manage-keys -- history --stack acme --key team-07
   npm run manage-keys -- top-up --stack acme --key team-07 --amount 250 --note "invoice 1042"
+  npm run manage-keys -- top-up --stack acme --all --up-to 50
   npm run manage-keys -- write-off --stack acme --key team-07 --amount 40 --note "refund, credit note CN-7"
   npm run manage-keys -- update --stack acme --key team-07 --tier pro --all-models
   npm run manage-keys -- rotate --stack acme --key team-07
@@ -96,6 +101,9 @@ const OPTIONS = {
   "idempotency-key": { type: "string" },
   from: { type: "string" },
   handout: { type: "string" },
+  "up-to": { type: "string" },
+  period: { type: "string" },
+  all: { type: "boolean" },
 } as const;
 
 const COMMANDS = ["create", "list", "history", "revoke", "rotate", "top-up", "update", "write-off"] as const;
@@ -137,7 +145,7 @@ const COMMAND_FLAGS: Record<Command, readonly string[]> = {
   history: ["key"],
   revoke: ["key"],
   rotate: ["key"],
-  "top-up": ["key", "amount", "note", "idempotency-key"],
+  "top-up": ["key", "amount", "note", "idempotency-key", "up-to", "period", "all"],
   "write-off": ["key", "amount", "note", "idempotency-key"],
   update: ["key", "name", "tier", "models", "all-models", "expires-at", "no-expiry"],
 };
@@ -165,7 +173,7 @@ function oneOf(flags: Flags, a: keyof Flags, b: keyof Flags): void {
 }
 
 /** `unattended`: why the run looks like a CI job or cron (unattended.ts); undefined at a terminal. */
-export async function runCommand(command: Command, flags: Flags, client: AdminClient, io: Io, unattended?: string): Promise<number> {
+export async function runCommand(command: Command, flags: Flags, client: AdminClient, io: Io, unattended?: string, now = new Date()): Promise<number> {
   switch (command) {
     case "create": {
       // Trimmed as the shim stores it: "team-07 " is the name "team-07".
@@ -240,8 +248,9 @@ export async function runCommand(command: Command, flags: Flags, client: AdminCl
       return 0;
     }
     case "top-up": {
+      if (isUpTo(flags)) return topUpTo(flags, client, io, now);
       const ref = required("key", flags.key, "the id or name of the key to credit");
-      const amount = creditsFlag("amount", required("amount", flags.amount, "the credits to add, e.g. 250"), true);
+      const amount = creditsFlag("amount", required("amount", flags.amount, "the credits to add, e.g. 250 (or --up-to <n>: what the key lacks to reach <n>, once a period)"), true);
       const given = flags["idempotency-key"];
       const idem = given ?? `topup-${randomUUID()}`;
       idempotencyKeyFlag(idem);
@@ -312,14 +321,6 @@ function rosterRun(flags: Flags): RosterRun {
   return { from, handout: flags.handout, json: flags.json === true, defaults, target: flags };
 }
 
-/** Refuses a top-up to a revoked or expired key, naming its state and what to do instead. */
-function notActiveForTopUp(flags: Flags, key: ApiKey): void {
-  const status = keyStatus(key);
-  const which = `key ${key.name} (${key.id})`;
-  if (status === "revoked") throw new UsageError(`top-up refused: ${which} is revoked (since ${shownTime(key.revoked_at!)}), and a revoked key cannot be credited: create a new key instead`, { exit: "refused" });
-  if (status === "expired") throw new UsageError(`top-up refused: ${which} is expired (since ${shownTime(key.expires_at!)}): move its expiry on first (${manageKeysCommand(flags, "update", [["key", key.id]])} --expires-at <time>), then top it up`, { exit: "refused" });
-}
-
 /**
  * `update`: PATCH /admin/keys/{id} with the fields given (the API takes any of them). An answer
  * lost is told as create's and top-up's are, but running it again is safe: it sets the same values.
@@ -383,7 +384,7 @@ export async function main(argv: readonly string[], partial: Partial<ScriptDeps>
     if (stray.length) throw new UsageError(`${stray.map((f) => `--${f}`).join(", ")} ${stray.length === 1 ? "does" : "do"} not go with ${cmd}; ${cmd} takes: ${COMMAND_FLAGS[cmd].map((f) => `--${f}`).join(", ") || "no other flags"}`);
     const connect = (target: AdminTarget) => adminClient(target, fetch, { progress: (line) => deps.io.err(line) });
     if (cmd === "create" && (values.from !== undefined || values.handout !== undefined)) return createFromRoster(rosterRun(values), deps, connect);
-    return runCommand(cmd, values, connect(await resolveAdminTarget(values, deps)), deps.io, unattended(deps));
+    return runCommand(cmd, values, connect(await resolveAdminTarget(values, deps)), deps.io, unattended(deps), deps.now());
   });
 }
 

@@ -25,13 +25,15 @@ export interface ManageKeysOptions {
   readonly io?: Io & { stdout: string[]; stderr: string[] };
   /** Default true: an operator at a terminal, whatever vitest's stdin is (a CI job's run: manage-keys-unattended.test.ts). */
   readonly stdinIsTTY?: boolean;
+  /** The clock (top-up --up-to's default period is its UTC month). */
+  readonly now?: () => Date;
 }
 
 export async function runManageKeys(shim: { adminToken: string }, argv: string[], options: ManageKeysOptions = {}): Promise<ManageKeysRun> {
   const io = options.io ?? memoryIo();
   const root = options.root ?? tempDir();
   const code = await main(argv, {
-    io, env: options.env ?? { GPU_SANDBOX_ADMIN_TOKEN: shim.adminToken }, pulumi: options.pulumi ?? new FakePulumi(), root, stdinIsTTY: options.stdinIsTTY ?? true,
+    io, env: options.env ?? { GPU_SANDBOX_ADMIN_TOKEN: shim.adminToken }, pulumi: options.pulumi ?? new FakePulumi(), root, stdinIsTTY: options.stdinIsTTY ?? true, ...(options.now ? { now: options.now } : {}),
   });
   const err = io.stderr.join("\n");
   return { code, io, out: io.stdout.join("\n"), err, lastLine: err.split("\n").at(-1), root };
