@@ -91,4 +91,30 @@ describe("Idempotency-Key: re-sends waiting on a running request", () => {
     await first;
     expect(h.fake.counters.received).toBe(1);
   });
+
+  it("one key re-sending a large idempotent request many times at once does not fill the shared body memory: another key's large request is still admitted", async () => {
+    const MiB = 1024 * 1024;
+    // About 0.9 MiB each (body-memory.test.ts's LARGE): past the 64 KiB every body may take.
+    const input = Array.from({ length: 900 }, (_, i) => `${i} ` + "word ".repeat(200));
+    const file = { ...FILE, models: [...FILE.models, { name: "bge-m3", maxModelLen: 8192 }] };
+    // Room for 6 such bodies: the first, 4 waiting re-sends, and one more.
+    const h = await start({ file, fake: { models: [{ name: "qwen2.5-7b" }, { name: "bge-m3" }] }, env: { SHIM_BODY_MEMORY_BYTES: String(6 * MiB) } });
+    h.fake.set({ headerDelayMs: 3000 });
+    const a = await h.createKey({ credits: CREDITS });
+    const b = await h.createKey({ credits: CREDITS });
+    const client = sdk(h, a.key);
+    const embed = () => client.embeddings.create({ model: "bge-m3", input }, idem("big")).withResponse();
+    const first = embed();
+    await h.fake.until((c) => c.received === 1);
+    const waiting = Array.from({ length: RESENDS_WAITING }, embed);
+    expect(await pollUntil(() => h.app.shim.inflight.size === 1 + RESENDS_WAITING, 10_000)).toBe(true);
+    // The same again and again: each refused (409), its body let go.
+    for (let i = 0; i < 4; i++) expect(await embed().catch((e: unknown) => e)).toMatchObject({ status: 409, code: "idempotency_key_in_use" });
+    expect(h.app.shim.bodyMemory.inUse).toBeLessThanOrEqual(5 * MiB);
+    // Another key's large request finds room.
+    const other = await sdk(h, b.key).embeddings.create({ model: "bge-m3", input: input.slice(1) }).withResponse();
+    expect(other.response.status).toBe(200);
+    await Promise.all([first, ...waiting]);
+    expect(h.fake.counters.received).toBe(2);
+  }, 30_000);
 });
