@@ -2,7 +2,7 @@ import OpenAI from "openai";
 import { describe, expect, it } from "vitest";
 import { RESENDS_WAITING } from "../../api-shim/src/routes/idempotent-requests.ts";
 import { aWhile, balance, CREDIT, CREDITS, FAKE, FILE, idem, prompt, requestLines, sdk } from "../support/kept-answers.ts";
-import type { Harness } from "../support/shim-harness.ts";
+import { type Harness, overrideStore } from "../support/shim-harness.ts";
 import { pollUntil } from "../support/tools.ts";
 import { shimPerTest } from "../support/upstream-per-test.ts";
 
@@ -117,4 +117,17 @@ describe("Idempotency-Key: re-sends waiting on a running request", () => {
     await Promise.all([first, ...waiting]);
     expect(h.fake.counters.received).toBe(2);
   }, 30_000);
+
+  it("a kept answer is given to any number of re-sends at once, with a slow store too (Postgres): none is refused", async () => {
+    let delay = 0;
+    const h = await start({ file: FILE, fake: FAKE, wrapStore: (s) => overrideStore(s, { getKey: async (id: string) => { if (delay) await new Promise((r) => setTimeout(r, delay)); return s.getKey(id); } }) });
+    const { key } = await h.createKey({ credits: CREDITS });
+    const client = sdk(h, key);
+    await client.chat.completions.create(prompt(1), idem("p-1"));
+    // Each replay reads its key's balance as it is sent: 200 ms each, so they overlap.
+    delay = 200;
+    const replays = await Promise.all(Array.from({ length: 2 * RESENDS_WAITING }, () => client.chat.completions.create(prompt(1), idem("p-1")).withResponse()));
+    expect(replays.every((r) => r.response.headers.get("idempotent-replayed") === "true")).toBe(true);
+    expect(h.fake.counters.received).toBe(1);
+  });
 });
