@@ -10,6 +10,8 @@ import { isRedirect, redirectAdvice } from "./redirect.ts";
 import { gaveUp, type Refusal, refusedForNow, RETRIES, retryable, retryWait } from "./admin-retry.ts";
 import { AdminApiError, runningOf, type RunningRequest } from "./admin-api-error.ts";
 export { findKey, keyReference, keyStatus } from "./key-lookup.ts";
+// The error type moved to a module of its own; importers of admin-client.ts keep finding it here.
+export { AdminApiError, isMissingRoute, type RequestOutcome, type RunningRequest } from "./admin-api-error.ts";
 import type { CreditsQuery, CreditsStatement } from "./credits-statement.ts";
 import { REQUEST_LIST, type RequestList, type RequestsQuery } from "./request-shapes.ts";
 import type { KeyHistory } from "./key-history.ts";
@@ -97,7 +99,6 @@ export interface UsageReport {
   readonly data: readonly UsageRow[];
 }
 
-export { AdminApiError, isMissingRoute, type RequestOutcome, type RunningRequest } from "./admin-api-error.ts";
 
 export interface AdminClient {
   createKey(body: { name: string; credits?: string; tier?: string; models?: string[]; expiresAt?: string }): Promise<CreatedKey>;

@@ -12,7 +12,8 @@ import { answerJoined } from "./joined-retry.ts";
  * bounds and each key's quarter of them), found by its key's id and the value; a re-send of the
  * same call (route, `?batch=1` and body bytes) waits for it while it runs and is then given its
  * answer, as often as it is sent while the answer is kept, charged nothing more (joined-retry.ts,
- * `idempotent-replayed: true`). Kept whether its client stayed or left: a job that crashed after
+ * `idempotent-replayed: true`); at most RESENDS_WAITING re-sends wait on one, a further one is
+ * told to come back (409 idempotency_key_in_use). Kept whether its client stayed or left: a job that crashed after
  * an answer came but before it recorded it is the case a user sends the key for. A request that
  * failed or was refused is not kept: its re-send generates. docs/decisions.md.
  *
