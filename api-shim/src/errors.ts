@@ -39,6 +39,13 @@ export const ERROR_TABLE = {
     message: "This Idempotency-Key was already used with a different request.",
     final: true,
   },
+  // A re-send past those already waiting on its Idempotency-Key's running request
+  // (routes/idempotent-requests.ts): not final, so the SDKs retry it after its Retry-After.
+  idempotency_key_in_use: {
+    status: 409,
+    type: "invalid_request_error",
+    message: "A request with this Idempotency-Key is still running, and as many re-sends as are let wait on it already do.",
+  },
   key_inactive: {
     status: 409,
     type: "invalid_request_error",

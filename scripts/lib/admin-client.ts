@@ -8,8 +8,10 @@ import { failedBeforeSending, networkReason, notTheApi, refusedByFetch, UsageErr
 import { credentialStray, trimCredential } from "./credential.ts";
 import { isRedirect, redirectAdvice } from "./redirect.ts";
 import { gaveUp, type Refusal, refusedForNow, RETRIES, retryable, retryWait } from "./admin-retry.ts";
-import type { ExitClass } from "./exit-codes.ts";
+import { AdminApiError, runningOf, type RunningRequest } from "./admin-api-error.ts";
 export { findKey, keyReference, keyStatus } from "./key-lookup.ts";
+// The error type moved to a module of its own; importers of admin-client.ts keep finding it here.
+export { AdminApiError, isMissingRoute, type RequestOutcome, type RunningRequest } from "./admin-api-error.ts";
 import type { CreditsQuery, CreditsStatement } from "./credits-statement.ts";
 import { REQUEST_LIST, type RequestList, type RequestsQuery } from "./request-shapes.ts";
 import type { KeyHistory } from "./key-history.ts";
@@ -97,43 +99,6 @@ export interface UsageReport {
   readonly data: readonly UsageRow[];
 }
 
-/**
- * What became of a request that failed: never sent (no connection, a certificate not trusted, a
- * header fetch would not put on the wire),
- * refused (the API or a proxy answered without acting: 3xx, 4xx), or unknown (sent, and the
- * answer was lost, cut off, or a 5xx: the API may have acted on it).
- */
-export type RequestOutcome = "not-sent" | "refused" | "unknown";
-
-/** The API said no, or could not be reached. A UsageError: the operator can act on it. */
-export class AdminApiError extends UsageError {
-  override name = "AdminApiError";
-  readonly outcome: RequestOutcome;
-  readonly status: number | undefined;
-  /** The API's error code (idempotency_key_reused, …), when it answered with one. */
-  readonly code: string | undefined;
-  /** The API's own message, and the parameter it names (`param`), when it answered with them. */
-  readonly apiMessage: string | undefined;
-  readonly param: string | undefined;
-  /** The answer's Retry-After header, when it had one. */
-  readonly retryAfter: string | null;
-
-  /** `cause`: the network failure, when the API did not answer (hostUnreachable tells a host that is down). */
-  constructor(message: string, details: { outcome: RequestOutcome; status?: number; code?: string; apiMessage?: string; param?: string; retryAfter?: string | null; cause?: unknown; exit?: ExitClass }) {
-    // Its outcome is its exit code's class (exit-codes.ts): 3 not sent, 4 refused, 5 unknown;
-    // `exit` when they differ (a refusal for now only, exit 3: apiError).
-    super(message, { cause: details.cause, exit: details.exit ?? details.outcome });
-    this.outcome = details.outcome;
-    this.status = details.status;
-    this.code = details.code;
-    this.apiMessage = details.apiMessage;
-    this.param = details.param;
-    this.retryAfter = details.retryAfter ?? null;
-  }
-}
-
-/** The shim's own 404 (its error object, code not_found) for a route: a shim older than that route. */
-export const isMissingRoute = (err: unknown): err is AdminApiError => err instanceof AdminApiError && err.status === 404 && err.code === "not_found";
 
 export interface AdminClient {
   createKey(body: { name: string; credits?: string; tier?: string; models?: string[]; expiresAt?: string }): Promise<CreatedKey>;
@@ -362,12 +327,14 @@ async function apiError(res: Response, method: string, path: string, target: Adm
   let code: string | undefined;
   let apiMessage: string | undefined;
   let param: string | undefined;
+  let running: RunningRequest | undefined;
   try {
-    const body = JSON.parse(text) as { error?: { message?: string; code?: string | null; param?: string | null } };
+    const body = JSON.parse(text) as { error?: { message?: string; code?: string | null; param?: string | null; running?: unknown } };
     if (body.error?.message) {
       message = apiMessage = body.error.message;
       code = body.error.code ?? undefined;
       param = body.error.param ?? undefined;
+      running = runningOf(body.error.running);
     }
   } catch {} // not JSON (a proxy's HTML page): the start of the text is still the best clue
   const hint =
@@ -382,6 +349,7 @@ async function apiError(res: Response, method: string, path: string, target: Adm
     outcome: res.status >= 500 && res.status !== 501 && res.status !== 507 ? "unknown" : "refused", status: res.status, retryAfter: res.headers.get("retry-after"),
     ...(refusedForNow(res.status, code, apiMessage) ? { exit: "not-sent" as const } : {}),
     ...(code !== undefined ? { code } : {}), ...(apiMessage !== undefined ? { apiMessage } : {}), ...(param !== undefined ? { param } : {}),
+    ...(running !== undefined ? { running } : {}),
   });
 }
 

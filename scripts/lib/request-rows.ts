@@ -54,7 +54,7 @@ export async function lookUpRequest(client: { request(id: string): Promise<Reque
   try {
     list = await client.request(id);
   } catch (err) {
-    if (err instanceof AdminApiError && err.status === 404 && err.code === "request_running") throw stillRunning(id, err.apiMessage ?? "", keys, only, err);
+    if (err instanceof AdminApiError && err.status === 404 && err.code === "request_running") throw stillRunning(id, err.apiMessage ?? "", err.running?.key_id, keys, only, err);
     if (!isMissingRoute(err)) throw err;
     // The route's own 404 names the id; a shim without the route names nothing.
     if (err.param !== "request_id") throw new NotFound(OLDER("GET /admin/requests"));
@@ -69,11 +69,11 @@ export async function lookUpRequest(client: { request(id: string): Promise<Reque
 
 /**
  * A request the shim is still serving (404 request_running): no row yet. Its message says since
- * when, which key and what it holds; the key's name is added. Exit 3, as a refusal for now: the
+ * when, which key and what it holds; the key's name is added, the key being its answer's
+ * `running.key_id` (`keyId`), not a word read out of the message. Exit 3, as a refusal for now: the
  * same command, run once the request has ended, shows its row. Another key's than --key's: not found.
  */
-function stillRunning(id: string, apiMessage: string, keys: ReadonlyMap<string, string>, only: readonly string[] | undefined, cause: unknown): UsageError {
-  const keyId = /\bkey ([A-Za-z0-9]+)/.exec(apiMessage)?.[1];
+function stillRunning(id: string, apiMessage: string, keyId: string | undefined, keys: ReadonlyMap<string, string>, only: readonly string[] | undefined, cause: unknown): UsageError {
   if (only !== undefined && keyId !== undefined && !only.includes(keyId)) return new NotFound(`Request ${id} is running, but not as a request of --key ${only.join(", ")}: its key is ${keyId}.`);
   const name = keyId === undefined ? undefined : keys.get(keyId);
   return new UsageError(`${apiMessage}${name === undefined ? "" : ` (Key ${keyId} is ${name}.)`}`, { cause, exit: "not-sent" });

@@ -1,6 +1,6 @@
 import OpenAI from "openai";
 import { describe, expect, it } from "vitest";
-import { aWhile, BODY, CREDITS, FAKE, FILE } from "../support/kept-answers.ts";
+import { aWhile, BODY, type Chat, CREDITS, FAKE, FILE, idem, prompt, sdk } from "../support/kept-answers.ts";
 import type { Harness } from "../support/shim-harness.ts";
 import { shimPerTest } from "../support/upstream-per-test.ts";
 import { KEY_ENTRIES } from "../../api-shim/src/limits/left-generations.ts";
@@ -9,10 +9,6 @@ import { KEY_ENTRIES } from "../../api-shim/src/limits/left-generations.ts";
  * Idempotency-Key cases found by the review of 2026-12-07 (idempotent-inference.test.ts has the
  * feature's own): what a restarted job pays where the memory's bounds or its waiting re-sends are at stake.
  */
-type Chat = OpenAI.ChatCompletionCreateParamsNonStreaming;
-const prompt = (i: number | string): Chat => ({ ...BODY, messages: [{ role: "user", content: `prompt ${i}` }] }) as Chat;
-const idem = (value: string) => ({ headers: { "Idempotency-Key": value } });
-const sdk = (h: Harness, key: string) => new OpenAI({ apiKey: key, baseURL: `${h.url}/v1`, maxRetries: 0 });
 const UNLIMITED = { ...FILE, tiers: { job: { rpm: null, tpm: null, concurrency: null } } };
 
 describe("Idempotency-Key: the review's cases", () => {

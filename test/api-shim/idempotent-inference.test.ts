@@ -1,6 +1,6 @@
 import OpenAI from "openai";
 import { describe, expect, it } from "vitest";
-import { aWhile, balance, BODY, CREDIT, CREDITS, FAKE, FILE, requestLines } from "../support/kept-answers.ts";
+import { aWhile, balance, BODY, type Chat, CREDIT, CREDITS, FAKE, FILE, idem, prompt, requestLines, sdk } from "../support/kept-answers.ts";
 import type { Harness } from "../support/shim-harness.ts";
 import { pollUntil } from "../support/tools.ts";
 import { shimPerTest } from "../support/upstream-per-test.ts";
@@ -12,10 +12,6 @@ import { shimPerTest } from "../support/upstream-per-test.ts";
  * gets the earlier request's answer (waiting for it while it runs), charged once; openai-node
  * 7.57 sends no such header itself (its idempotencyHeader is unset), so the job sends its own.
  */
-type Chat = OpenAI.ChatCompletionCreateParamsNonStreaming;
-const prompt = (i: number): Chat => ({ ...BODY, messages: [{ role: "user", content: `prompt ${i}` }] }) as Chat;
-const idem = (value: string) => ({ headers: { "Idempotency-Key": value } });
-const sdk = (h: Harness, key: string) => new OpenAI({ apiKey: key, baseURL: `${h.url}/v1`, maxRetries: 0 });
 /** FILE with an embeddings model too. */
 const WITH_EMBEDDINGS = { ...FILE, models: [...FILE.models, { name: "bge-m3", maxModelLen: 8192 }] };
 /** µc charged to a key made with CREDITS. */

@@ -214,6 +214,35 @@ describe("a shim older than GET /admin/requests", () => {
   });
 });
 
+describe("report-usage --request of a running request: its key from the answer's running.key_id, not its message's words", () => {
+  it("names the key (and only finds it for that --key) whatever the message says", async () => {
+    const other = { ...LISTED_KEY, id: "BBBBBBBBBBBB", name: "team-08" };
+    // A message worded otherwise than today's shim's ("… key AAAAAAAAAAAA, …"): a word after "key" that is no key id.
+    const message = "Request abc has not ended: the key named in `running` holds 2 credits for it.";
+    const server = createServer((req, res) => {
+      req.resume();
+      if (req.url === "/admin/keys") return void res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ object: "list", data: [LISTED_KEY, other] }));
+      const running = { request_id: "abc", key_id: LISTED_KEY.id, since: "2026-12-07T22:00:00.000Z", running_ms: 4000, route: "chat", model: "qwen2.5-7b", held: 2, joined_request_id: null };
+      res.writeHead(404, { "content-type": "application/json" }).end(JSON.stringify({ error: { message, type: "invalid_request_error", param: "request_id", code: "request_running", running }, running }));
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    try {
+      const r = await run(["--request", "abc"], url, "token");
+      expect(r.code).toBe(3);
+      expect(r.err).toContain(message);
+      expect(r.err).toContain(`(Key ${LISTED_KEY.id} is ${LISTED_KEY.name}.)`);
+      const mine = await run(["--request", "abc", "--key", LISTED_KEY.name], url, "token");
+      expect(mine.code, mine.err).toBe(3);
+      const others = await run(["--request", "abc", "--key", other.name], url, "token");
+      expect(others.code).toBe(4);
+      expect(others.err).toContain(`its key is ${LISTED_KEY.id}`);
+    } finally {
+      server.close();
+    }
+  });
+});
+
 describe("report-usage --request: what each kind of row means", () => {
   const row = (over: Partial<RequestRowJson>): RequestRowJson => ({
     request_id: "0123456789abcdef0123456789abcdef", key_id: "AAAAAAAAAAAA", at: "2026-12-07T14:02:00.000Z", route: "chat", model: "qwen2.5-7b", status: 200,

@@ -1,3 +1,4 @@
+import OpenAI from "openai";
 import type { Harness } from "./shim-harness.ts";
 import { postAndLeave } from "./upstream-per-test.ts";
 
@@ -11,6 +12,13 @@ export const FAKE = { models: [{ name: "qwen2.5-7b" }] };
 export const CREDITS = 1000;
 export const CREDIT = 1_000_000;
 export const BODY = { model: "qwen2.5-7b", messages: [{ role: "user", content: "a long answer" }], max_tokens: 20 };
+
+/** A non-streamed chat body of its own per prompt `i`, and the options that send it with Idempotency-Key `value` (idempotent-inference tests). */
+export type Chat = OpenAI.ChatCompletionCreateParamsNonStreaming;
+export const prompt = (i: number | string): Chat => ({ ...BODY, messages: [{ role: "user", content: `prompt ${i}` }] }) as Chat;
+export const idem = (value: string) => ({ headers: { "Idempotency-Key": value } });
+/** openai-node on the harness, without its own retries unless asked (each attempt is then the test's). */
+export const sdk = (h: Harness, key: string, maxRetries = 0) => new OpenAI({ apiKey: key, baseURL: `${h.url}/v1`, maxRetries });
 
 /** Long enough for anything a joined retry wrongly started after its answer to reach the upstream and settle. */
 export const aWhile = () => new Promise((r) => setTimeout(r, 500));

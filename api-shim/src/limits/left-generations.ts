@@ -89,6 +89,8 @@ export class LeftGeneration {
    * samples of one prompt) each get their own answer, not one answer given to all, the others charged and lost.
    */
   claimed = false;
+  /** Re-sends with its Idempotency-Key waiting for it to end (idempotent-requests.ts caps them). */
+  resendsWaiting = 0;
   private readonly owner: LeftGenerations;
   private readonly waiters: ((outcome: KeptAnswer | ShimError | undefined) => void)[] = [];
   private timer: NodeJS.Timeout | undefined;
