@@ -148,6 +148,10 @@ async function replayScenario(): Promise<void> {
     expect(line).toMatchObject({ replayed: "first-send", cost: 0 });
     expect(line).not.toHaveProperty("joined");
     expect(h.fake.counters.received).toBe(1);
+    // Answered: no row of its own, and the 404 says a replayed re-send has none, and where its charge is.
+    const after = (await lookup("the-resend")).error!;
+    expect(after.code).toBe("not_found");
+    expect(after.message).toMatch(/Idempotency-Key.*idempotent-replayed.*x-joined-request-id/);
   } finally {
     await h.close();
   }

@@ -57,7 +57,7 @@ function keyParam(key: unknown): string | undefined {
 const invalid = (message: string, param: string) => new ShimError("invalid_request", { message, param });
 const requestNotFound = () => new ShimError("not_found", {
   param: "request_id",
-  message: "No request with this id is in the ledger. Only requests forwarded to the model have a row (charged or not): one the shim refused before (a bad key or body, 402, 403, 429) was charged nothing and is in its log alone, a retry that joined an earlier request's generation has no row of its own (its answer's x-joined-request-id, and its log line's 'joined', name the request whose row has the charge), and a request still running on another replica has none yet (each replica knows only its own).",
+  message: "No request with this id is in the ledger. Only requests forwarded to the model have a row (charged or not): one the shim refused before (a bad key or body, 402, 403, 429) was charged nothing and is in its log alone, a retry that joined an earlier request's generation has no row of its own (its answer's x-joined-request-id, and its log line's 'joined', name the request whose row has the charge), nor has a re-send answered with its Idempotency-Key's earlier answer (idempotent-replayed: true; its x-joined-request-id, and its log line's 'replayed', name that request), and a request still running on another replica has none yet (each replica knows only its own).",
 });
 
 /** A column that was not recorded when the row was written (NULL): unknown, null in JSON, empty in CSV. */
