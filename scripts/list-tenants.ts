@@ -29,8 +29,9 @@ after printing every row.
   --json    print the rows as a JSON array: stack, region, plan, gpu, hourlyUsd (null when not
             known), expires (the table's text), expiresAt (ISO, null when it never expires or
             cannot be told), endpoint, and status, one of the words above ("unknown" without
-            its why); beside it failedDeploy (true for a stack whose first \`pulumi up\` failed,
-            "expired" ones too), reason (why the status is unknown, else null) and problem
+            its why; "ssh-closed" for SSH closed); beside it failedDeploy (true for a stack whose
+            first \`pulumi up\` failed, "expired" ones too), reason (why the status is unknown,
+            the table's sentence for ssh-closed, else null) and problem
             (what is wrong with its stack file, else null)
   --linode  ask Linode's API instead, for what it bills whether a stack holds it or not (an
             interrupted first \`pulumi up\`, a deleted stack file, a destroy that failed half way):
@@ -88,7 +89,7 @@ export interface TenantRow {
   readonly status: string;
   /** Its first `pulumi up` failed, leaving a billing instance (status "failed deploy …", or "expired"). */
   readonly failedDeploy: boolean;
-  /** Why the status is "unknown" (its state could not be read); null otherwise. */
+  /** Why the status is "unknown" (its state could not be read), or what "ssh-closed" means (the table's text); null otherwise. */
   readonly reason: string | null;
   /** What is wrong with its stack file (problems the validator found, or why it cannot be read); null when nothing. */
   readonly problem: string | null;
@@ -116,10 +117,12 @@ export function tenantRow(t: Tenant, now: Date): TenantRow {
       expires = `${expiry.at.toISOString().replace(/:\d\d\.\d+Z$/, "Z")} (${relative(expiry.at, now)})`;
       expiresAt = expiry.at.toISOString();
       status = expiry.kind === "expired" ? "expired" : expiry.failedDeploy ? FAILED_DEPLOY : deployedStatus(outputs);
+      if (status === SSH_CLOSED_STATUS) reason = SSH_CLOSED_TEXT;
       break;
     case "no-ttl":
       expires = "never";
       status = expiry.failedDeploy ? FAILED_DEPLOY : deployedStatus(outputs);
+      if (status === SSH_CLOSED_STATUS) reason = SSH_CLOSED_TEXT;
       break;
     case "not-deployed":
       expires = ttlText(t);
@@ -147,6 +150,10 @@ export function tenantRow(t: Tenant, now: Date): TenantRow {
   };
 }
 
+/** SSH closed: one word in the JSON's status, for a script to compare; the sentence is its reason, and the table's text. */
+const SSH_CLOSED_STATUS = "ssh-closed";
+const SSH_CLOSED_TEXT = "SSH closed (no adminCidrs): not updated";
+
 /**
  * Deployed with an endpoint; deployed with SSH closed (no adminCidrs: whatever was deployed
  * before serves as it was, nothing is updated); or, from a kit that output no endpoint then,
@@ -154,7 +161,7 @@ export function tenantRow(t: Tenant, now: Date): TenantRow {
  */
 function deployedStatus(outputs: StackOutputs): string {
   if (!endpointOf(outputs)) return "host only (no endpoint)";
-  return outputs.sshCommand === SSH_CLOSED ? "SSH closed (no adminCidrs): not updated" : "deployed";
+  return outputs.sshCommand === SSH_CLOSED ? SSH_CLOSED_STATUS : "deployed";
 }
 
 function ttlText(t: Tenant): string {
@@ -167,6 +174,7 @@ const isUnknown = (r: TenantRow) => r.status === "unknown";
 
 /** The table's STATUS: the status with what the JSON gives fields of their own, as a sentence. */
 function statusText(r: TenantRow): string {
+  if (r.status === SSH_CLOSED_STATUS) return `${SSH_CLOSED_TEXT}${r.problem !== null ? `; ${r.problem}` : ""}`;
   const marker = r.failedDeploy && r.status !== FAILED_DEPLOY ? ` (${FAILED_DEPLOY})` : "";
   return `${r.status}${marker}${r.reason !== null ? ` (${r.reason})` : ""}${r.problem !== null ? `; ${r.problem}` : ""}`;
 }
@@ -183,7 +191,7 @@ export function formatTenants(rows: readonly TenantRow[]): string {
     { header: "ENDPOINT", value: (r) => r.endpoint },
     { header: "STATUS", value: statusText },
   ], rows);
-  const running = rows.filter((r) => ["deployed", "SSH closed", "host only", "expired", FAILED_DEPLOY].some((s) => r.status.startsWith(s)));
+  const running = rows.filter((r) => ["deployed", SSH_CLOSED_STATUS, "host only", "expired", FAILED_DEPLOY].some((s) => r.status.startsWith(s)));
   const perHour = running.reduce((sum, r) => sum + Math.round((r.hourlyUsd ?? 0) * 100), 0) / 100;
   const tenants = `${rows.length} tenant${rows.length === 1 ? "" : "s"}`;
   // A stack whose state could not be read may well be billing: a total without it is a floor, not the cost.

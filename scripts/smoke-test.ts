@@ -4,9 +4,10 @@
 // answer, and that a made-up key gets 401. Prints one PASS/FAIL line per check with its timing;
 // exit 0 only if every check passed.
 import OpenAI from "openai";
-import { EXIT_CODES_USAGE, formatDuration, type Io, networkReason, notTheApi, numberFlag, parseFlags, runScript, UsageError } from "./lib/cli.ts";
+import { EXIT_CODES_USAGE, failedBeforeSending, formatDuration, type Io, networkReason, notTheApi, numberFlag, parseFlags, runScript, UsageError } from "./lib/cli.ts";
 import { credentialStray, trimCredential } from "./lib/credential.ts";
 import { type ScriptDeps, withDefaults } from "./lib/deps.ts";
+import { EXIT } from "./lib/exit-codes.ts";
 import { isRedirect, redirectAdvice } from "./lib/redirect.ts";
 import { originOf, readCa, trustCa } from "./lib/tenant-target.ts";
 
@@ -22,7 +23,8 @@ Runs six checks against any OpenAI-compatible endpoint and key, with the officia
   responses       a streamed answer from OpenAI's Responses API (POST /responses)
   bad-key         a made-up key gets 401
 One PASS/FAIL line per check with its timing; exit code 0 only if all pass (for CI, and right
-after \`pulumi up\`). An http:// --url for an https endpoint fails with the endpoint's 400
+after \`pulumi up\`); 3 if the endpoint was not reached at all (connection refused, DNS, a
+certificate not trusted: every check failed so); 1 if a check ran and failed. An http:// --url for an https endpoint fails with the endpoint's 400
 https_required (the key went over plain http: have it replaced). A redirect (a proxy of your own)
 is not followed: the check fails with where it points. An answer that is not the API's (a web
 page at a wrong --url) fails its check with its first characters.
@@ -69,10 +71,27 @@ export interface CheckResult {
   readonly ms: number;
   /** What was seen (on success) or what went wrong (on failure). */
   readonly detail: string;
+  /**
+   * A failure that says nothing of the endpoint: its request was not sent (connection refused,
+   * DNS, TLS; admin-client's classifier, failedBeforeSending), or it was not run for want of an
+   * earlier check's answer. All failed so: exit 3, not reached.
+   */
+  readonly unreached?: boolean;
 }
 
 /** Thrown inside a check to fail it with a sentence rather than an exception's text. */
 class CheckFailed extends Error {}
+
+/** A check not run, for want of an earlier one's answer: it tells nothing of the endpoint. */
+class NotRun extends CheckFailed {
+  constructor(why: string) {
+    super(`not run: ${why}`);
+  }
+}
+
+/** Whether a check's error is a request that never reached the endpoint, or a check not run. */
+const unreachedBy = (err: unknown): boolean =>
+  err instanceof NotRun || (err instanceof OpenAI.APIConnectionError && !(err instanceof OpenAI.APIConnectionTimeoutError) && !(err.cause instanceof NotTheApi) && failedBeforeSending(err.cause ?? err));
 
 /** A 2xx answer that is not the API's, refused by `apiAnswersOnly`; `detail` says what came instead. */
 class NotTheApi extends Error {
@@ -116,7 +135,7 @@ export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) =
       const detail = await fn();
       r = { name, ok: true, ms: performance.now() - started, detail };
     } catch (err) {
-      r = { name, ok: false, ms: performance.now() - started, detail: describeError(err, opts, path) };
+      r = { name, ok: false, ms: performance.now() - started, detail: describeError(err, opts, path), ...(unreachedBy(err) ? { unreached: true } : {}) };
     }
     results.push(r);
     onResult(r);
@@ -137,7 +156,7 @@ export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) =
     return `${ids.length} model${ids.length === 1 ? "" : "s"}: ${ids.join(", ")}; using ${model}`;
   });
   const needModel = () => {
-    if (model === undefined) throw new CheckFailed("not run: no model to use (models failed; pass --model)");
+    if (model === undefined) throw new NotRun("no model to use (models failed; pass --model)");
     return model;
   };
 
@@ -153,7 +172,7 @@ export async function smokeTest(opts: SmokeOptions, onResult: (r: CheckResult) =
   });
 
   await check("credit-headers", "/chat/completions", async () => {
-    if (!headers) throw new CheckFailed("not run: no chat answer to look at (chat failed)");
+    if (!headers) throw new NotRun("no chat answer to look at (chat failed)");
     const missing = ["x-credits-charged", "x-credits-remaining"].filter((h) => !/^\d+(\.\d+)?$/.test(headers!.get(h) ?? ""));
     if (missing.length) {
       throw new CheckFailed(`missing or not a number: ${missing.join(", ")} (is this the gpu-sandbox shim, or a proxy that drops headers?)`);
@@ -305,12 +324,24 @@ export async function runSmokeTest(opts: SmokeOptions, io: Io, json = false): Pr
   say(`Smoke test of ${opts.url}${opts.model ? ` (model ${opts.model})` : ""}`);
   const results = await smokeTest(opts, (r) => say(formatResult(r)));
   const failed = results.filter((r) => !r.ok);
-  say(failed.length === 0 ? `All ${results.length} checks passed.` : `${failed.length} of ${results.length} checks failed: ${failed.map((r) => r.name).join(", ")}.`);
+  const code = exitCode(results);
+  const notReached = code === EXIT.notSent ? "; the endpoint was not reached (exit 3)" : "";
+  say(failed.length === 0 ? `All ${results.length} checks passed.` : `${failed.length} of ${results.length} checks failed: ${failed.map((r) => r.name).join(", ")}${notReached}.`);
   if (json) {
     const checks = results.map(({ name, ok, ms, detail }) => ({ name, ok, ms: Math.round(ms), detail })); // whole ms, as the lines show them
     io.out(JSON.stringify({ url: opts.url, ok: failed.length === 0, passed: results.length - failed.length, failed: failed.length, checks }, null, 2));
   }
-  return failed.length === 0 ? 0 : 1;
+  return code;
+}
+
+/**
+ * 0 when every check passed; 3 (not reached, as every operator script) when none reached the
+ * endpoint, so a fleet job tells a host down from one broken; else 1: a check ran and failed. An
+ * endpoint that answered any check was reached, even if a later one could not connect.
+ */
+export function exitCode(results: readonly CheckResult[]): number {
+  if (results.every((r) => r.ok)) return EXIT.ok;
+  return results.every((r) => !r.ok && r.unreached === true) ? EXIT.notSent : EXIT.failed;
 }
 
 export async function main(argv: readonly string[], partial: Partial<ScriptDeps> = {}): Promise<number> {

@@ -73,9 +73,10 @@ export function exitCodeOf(err: unknown): number {
 /** What every script's --help ends with (one text, so they cannot disagree). */
 export const EXIT_CODES_USAGE = `Exit codes (every script; docs/operations.md, "From a CI pipeline"):
   0    done
-  1    failed (a pulumi command, a check, a stack that could not be read, a full disk); stderr says what
+  1    failed (a pulumi command, a check that ran, a stack that could not be read, a full disk); stderr says what
   2    bad usage: a flag, a file or a variable to fix; nothing was sent
-  3    the API could not be reached (connection refused, DNS, TLS trust), or refused only for now
+  3    the API could not be reached (connection refused, DNS, TLS trust; smoke-test: no check
+       reached the endpoint), or refused only for now
        (still rate limited after the retries, another backup under way); nothing was done: run it again
   4    refused by the API (an unknown key, a name in use, a wrong token): do not retry it unchanged
   5    sent, but its answer was lost (no answer, cut off, a 5xx): a read may be run again; a write

@@ -37,6 +37,21 @@ describe("Idempotency-Key: the review's cases", () => {
     expect(h.fake.counters.received).toBe(1 + KEY_ENTRIES);
   });
 
+  it("a batch job's answered keyed requests pushed out for room are counted as idempotent, not as left generations a retry lost (shim_retry_memory_evictions_total's kind)", async () => {
+    const h = await start({ file: UNLIMITED, fake: FAKE });
+    const { key } = await h.createKey({ credits: 100 * CREDITS, tier: "job" });
+    const client = sdk(h, key);
+    // One more than its key's share, each answered to the job, which stayed.
+    for (let i = 0; i <= KEY_ENTRIES; i += 25) {
+      await Promise.all(Array.from({ length: Math.min(25, KEY_ENTRIES + 1 - i) }, (_, j) => client.chat.completions.create(prompt(i + j), idem(`job:${i + j}`))));
+    }
+    const text = await (await fetch(`${h.url}/metrics`)).text();
+    const value = (labels: string) => Number(text.match(new RegExp(`^shim_retry_memory_evictions_total\\{${labels}\\} (\\d+)$`, "m"))?.[1]);
+    expect(value('reason="over_key_share",kind="idempotent"')).toBe(1);
+    // The dashboard's "a retry may have found gone for lack of room" reads the left ones: none.
+    for (const reason of ["expired", "over_key_share", "over_total"]) expect(value(`reason="${reason}",kind="left"`)).toBe(0);
+  });
+
   it("a re-send waiting on a first request (its client there) whose generation runs out of time gets its final 504, not the same long generation started again", async () => {
     // Half the shim's upstream timeout is the line past which a generation's timeout is final (inference-failures.ts).
     const h = await start({ file: FILE, fake: FAKE, env: { SHIM_UPSTREAM_TIMEOUT_MS: "1500" } });

@@ -93,7 +93,7 @@ describe("left generations kept for a retry", () => {
     for (let i = 1; i <= KEY_ENTRIES; i++) m.remember("k", callHash("/r", body(String(i))), `r${i}`);
     expect(m.size).toBe(KEY_ENTRIES + 1);
     expect(first.ended).toBe(true); // its own oldest, still generating, gave way
-    expect(m.evicted).toEqual({ expired: 0, over_key_share: 1, over_total: 0 }); // what /metrics says of it
+    expect(m.evicted.left).toEqual({ expired: 0, over_key_share: 1, over_total: 0 }); // what /metrics says of it
     // Its answer, when it comes, is not kept: not found, and not counted in the bytes /metrics shows.
     first.answered(answer(20));
     expect(m.find("k", "/r", body("0"))).toBeUndefined();
@@ -118,7 +118,7 @@ describe("left generations kept for a retry", () => {
     huge.answered(answer(KEY_BYTES + 1));
     expect(await waiting).toMatchObject({ status: 200 });
     expect(n.find("k", "/r", body("huge"))).toBeUndefined();
-    expect(n.evicted).toEqual({ expired: 0, over_key_share: 1, over_total: 0 });
+    expect(n.evicted.left).toEqual({ expired: 0, over_key_share: 1, over_total: 0 });
   });
 
   it("making room, a key's oldest answered entry goes before its older one still running, at its share and at the total", () => {
@@ -144,7 +144,7 @@ describe("left generations kept for a retry", () => {
     n.remember("k5", callHash("/r", body("x")), "x");
     expect(n.find("k1", "/r", body("done"))).toBeUndefined();
     expect(n.find("k1", "/r", body("first"))).toBe(first);
-    expect(n.evicted.over_total).toBe(1);
+    expect(n.evicted.left.over_total).toBe(1);
   });
 
   it("over the total, the key holding the most gives up its oldest: a key holding less keeps its answer", () => {
@@ -156,8 +156,8 @@ describe("left generations kept for a retry", () => {
     for (const k of keys) for (const s of ["a", "b"]) m.remember(k, callHash("/r", body(s)), s).answered(answer(KEY_BYTES / 2));
     expect(m.bytes).toBeLessThanOrEqual(KEPT_BYTES);
     expect(m.find("light", "/r", body("l"))).toBe(light);
-    expect(m.evicted.over_total).toBeGreaterThan(0);
-    expect(m.evicted.over_key_share).toBe(0);
+    expect(m.evicted.left.over_total).toBeGreaterThan(0);
+    expect(m.evicted.left.over_key_share).toBe(0);
     // No key gave up its last answer while others held two.
     for (const k of keys) expect(m.find(k, "/r", body("b"))).toBeDefined();
     // The same for entries: keys at their share of generations, and one more key.
@@ -171,7 +171,7 @@ describe("left generations kept for a retry", () => {
     expect(n.find("k2", "/r", body("0"))).toBeUndefined();
     expect(lone.ended).toBe(false);
     expect(n.find("lone", "/r", body("x"))).toBe(lone);
-    expect(n.evicted.over_total).toBe(2);
+    expect(n.evicted.left.over_total).toBe(2);
   });
 
   it("over the total, a key whose new answer makes it the largest holder gives up that answer, not a smaller key's", async () => {
@@ -194,7 +194,7 @@ describe("left generations kept for a retry", () => {
     expect(m.keptAnswers).toBe(4);
     // Without a retry waiting, the answer given up is counted as dropped over the total.
     m.remember("big", callHash("/r", body("c")), "c").answered(answer(KEY_BYTES));
-    expect(m.evicted).toEqual({ expired: 0, over_key_share: 0, over_total: 1 });
+    expect(m.evicted.left).toEqual({ expired: 0, over_key_share: 0, over_total: 1 });
     expect(m.bytes).toBe(4 * ((KEY_BYTES * 25) / 32));
   });
 
@@ -215,22 +215,40 @@ describe("left generations kept for a retry", () => {
     const keys = ["k1", "k2", "k3", "k4"];
     for (const k of keys) for (let i = 0; i < 250; i++) n.remember(k, callHash("/r", body(String(i))), `${k}-${i}`);
     expect(n.size).toBe(1000);
-    expect(n.evicted).toEqual({ expired: 0, over_key_share: 0, over_total: 0 });
+    expect(n.evicted.left).toEqual({ expired: 0, over_key_share: 0, over_total: 0 });
     n.remember("k1", callHash("/r", body("250")), "k1-250");
     expect(n.find("k1", "/r", body("0"))).toBeUndefined();
-    expect(n.evicted.over_key_share).toBe(1);
+    expect(n.evicted.left.over_key_share).toBe(1);
     // 1,000 in all: a fifth key's first pushes out one of the others'.
     n.remember("k5", callHash("/r", body("0")), "k5-0");
     expect(n.size).toBe(1000);
-    expect(n.evicted.over_total).toBe(1);
+    expect(n.evicted.left.over_total).toBe(1);
     // 64 MiB of answers in all: four keys' 16 MiB fit, a fifth key's answer pushes one out.
     const b = new LeftGenerations();
     for (const k of keys) b.remember(k, callHash("/r", body("a")), k).answered(answer(16 * MiB));
     expect(b.bytes).toBe(64 * MiB);
-    expect(b.evicted.over_total).toBe(0);
+    expect(b.evicted.left.over_total).toBe(0);
     b.remember("k5", callHash("/r", body("a")), "k5").answered(answer(1));
-    expect(b.evicted.over_total).toBe(1);
+    expect(b.evicted.left.over_total).toBe(1);
     expect(b.find("k5", "/r", body("a"))).toBeDefined();
+  });
+
+  it("counts an idempotent request's entry dropped apart from a left generation's (shim_retry_memory_evictions_total's kind), so the left ones still say what a retry lost", () => {
+    vi.useFakeTimers();
+    const m = new LeftGenerations();
+    // A batch job's answered request (its client received the answer): its 10 minutes end.
+    m.remember("k", callHash("/r", body("x")), "r1", "job:1").answered(answer(10));
+    vi.advanceTimersByTime(KEEP_MS);
+    expect(m.evicted.idempotent).toEqual({ expired: 1, over_key_share: 0, over_total: 0 });
+    expect(m.evicted.left).toEqual({ expired: 0, over_key_share: 0, over_total: 0 });
+    // Past the key's share: its oldest idempotent entry goes, counted as such.
+    for (let i = 0; i <= KEY_ENTRIES; i++) m.remember("k", callHash("/r", body(String(i))), `r${i}`, `job:v${i}`).answered(answer(1));
+    expect(m.evicted.idempotent.over_key_share).toBe(1);
+    // A left generation of the same key, pushed out by the next: counted as left.
+    const left = new LeftGenerations();
+    for (let i = 0; i <= KEY_ENTRIES; i++) left.remember("k", callHash("/r", body(String(i))), `r${i}`);
+    expect(left.evicted.left.over_key_share).toBe(1);
+    expect(left.evicted.idempotent.over_key_share).toBe(0);
   });
 
   it("counts what /metrics shows: answers kept, and evictions by reason", () => {
@@ -240,7 +258,7 @@ describe("left generations kept for a retry", () => {
     m.remember("k", callHash("/r", body("y")), "r2").end(); // failed: forgotten, not evicted
     expect(m.keptAnswers).toBe(1);
     vi.advanceTimersByTime(KEEP_MS);
-    expect(m.evicted).toEqual({ expired: 1, over_key_share: 0, over_total: 0 });
+    expect(m.evicted.left).toEqual({ expired: 1, over_key_share: 0, over_total: 0 });
     expect(m.size).toBe(0);
   });
 });

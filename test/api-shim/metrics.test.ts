@@ -58,7 +58,7 @@ describe("the counters read at each scrape", () => {
 
   it("the retry join's counters and gauges say what the left generations hold and have counted, however often they are scraped", async () => {
     const metrics = new Metrics();
-    metrics.retryMemory = { size: 3, bytes: 4096, keptAnswers: 7, joins: { running: 1, finished: 2 }, replays: { running: 5, finished: 6 }, evicted: { expired: 3, over_key_share: 4, over_total: 0 } };
+    metrics.retryMemory = { size: 3, bytes: 4096, keptAnswers: 7, joins: { running: 1, finished: 2 }, replays: { running: 5, finished: 6 }, evicted: { left: { expired: 3, over_key_share: 4, over_total: 0 }, idempotent: { expired: 8, over_key_share: 9, over_total: 1 } } };
     for (let scrape = 0; scrape < 3; scrape++) {
       const text = await metrics.registry.metrics();
       expect(text).toMatch(/^shim_retry_joins_total\{outcome="running"\} 1$/m);
@@ -66,9 +66,14 @@ describe("the counters read at each scrape", () => {
       expect(text).toMatch(/^shim_retry_answers_kept_total 7$/m);
       expect(text).toMatch(/^shim_idempotent_replays_total\{outcome="running"\} 5$/m);
       expect(text).toMatch(/^shim_idempotent_replays_total\{outcome="finished"\} 6$/m);
-      expect(text).toMatch(/^shim_retry_memory_evictions_total\{reason="expired"\} 3$/m);
-      expect(text).toMatch(/^shim_retry_memory_evictions_total\{reason="over_key_share"\} 4$/m);
-      expect(text).toMatch(/^shim_retry_memory_evictions_total\{reason="over_total"\} 0$/m);
+      expect(text).toMatch(/^shim_retry_memory_evictions_total\{reason="expired",kind="left"\} 3$/m);
+      expect(text).toMatch(/^shim_retry_memory_evictions_total\{reason="over_key_share",kind="left"\} 4$/m);
+      expect(text).toMatch(/^shim_retry_memory_evictions_total\{reason="over_total",kind="left"\} 0$/m);
+      // Idempotency-Key entries apart: a batch job's answered requests do not read as retries' losses.
+      expect(text).toMatch(/^shim_retry_memory_evictions_total\{reason="expired",kind="idempotent"\} 8$/m);
+      expect(text).toMatch(/^shim_retry_memory_evictions_total\{reason="over_key_share",kind="idempotent"\} 9$/m);
+      expect(text).toMatch(/^shim_retry_memory_evictions_total\{reason="over_total",kind="idempotent"\} 1$/m);
+      expect(text.match(/^shim_retry_memory_evictions_total\{/gm)).toHaveLength(6); // bounded: 3 reasons x 2 kinds
       expect(text).toMatch(/^shim_retry_memory_entries 3$/m);
       expect(text).toMatch(/^shim_retry_memory_bytes 4096$/m);
     }

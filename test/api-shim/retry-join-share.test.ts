@@ -68,8 +68,8 @@ describe("the answers kept for retries, shared between keys", () => {
     expect(charged).toBeGreaterThan(0);
     // Thirteen more answers of the busy key's: all of them together were past the total, and the quiet key's answer, the oldest, was dropped.
     for (let i = 0; i < 13; i++) await leaveCharged(h, u, busy.key, busy.id);
-    expect(await series(h, 'shim_retry_memory_evictions_total{reason="over_key_share"}')).toBe(10);
-    expect(await series(h, 'shim_retry_memory_evictions_total{reason="over_total"}')).toBe(0);
+    expect(await series(h, 'shim_retry_memory_evictions_total{reason="over_key_share",kind="left"}')).toBe(10);
+    expect(await series(h, 'shim_retry_memory_evictions_total{reason="over_total",kind="left"}')).toBe(0);
     expect(await series(h, "shim_retry_answers_kept_total")).toBe(14);
     expect(await series(h, "shim_retry_memory_entries")).toBe(4);
     expect(await series(h, "shim_retry_memory_bytes")).toBe(4 * ANSWER.length);
@@ -121,7 +121,7 @@ describe("the answers kept for retries, shared between keys", () => {
     const h = await start({ file: FILE, fake: FAKE }, u);
     const { key } = await h.createKey({ credits: CREDITS });
     for (const outcome of ["running", "finished"]) expect(await series(h, `shim_retry_joins_total{outcome="${outcome}"}`)).toBe(0);
-    for (const reason of ["expired", "over_key_share", "over_total"]) expect(await series(h, `shim_retry_memory_evictions_total{reason="${reason}"}`)).toBe(0);
+    for (const reason of ["expired", "over_key_share", "over_total"]) expect(await series(h, `shim_retry_memory_evictions_total{reason="${reason}",kind="left"}`)).toBe(0);
     await postAndLeave(h, key, BODY, () => u.received() > 0);
     const retry = await h.post(key, "/v1/chat/completions", BODY, RETRY);
     expect(retry.headers.get("x-joined-request-id")).not.toBeNull();

@@ -30,7 +30,11 @@ describe("list-tenants", () => {
       failedDeploy: false, reason: null, problem: null,
     });
     expect(byStack.bravo).toMatchObject({ gpu: "2 x RTX 4000 Ada 20 GB", hourlyUsd: 1.06, expires: "2026-03-01T10:00Z (2h 0m ago)", status: "expired" });
-    expect(byStack.charlie).toMatchObject({ gpu: "1 x Quadro RTX 6000 24 GB", expires: "never", endpoint: "https://charlie.example.test/v1", status: "SSH closed (no adminCidrs): not updated" });
+    expect(byStack.charlie).toMatchObject({ gpu: "1 x Quadro RTX 6000 24 GB", expires: "never", endpoint: "https://charlie.example.test/v1", status: "ssh-closed" });
+    // The status is one word a script compares; the sentence the table shows is its reason.
+    expect(byStack.charlie).toMatchObject({ reason: "SSH closed (no adminCidrs): not updated" });
+    const jq = spawnSync("jq", ["-r", '.[] | select(.status == "ssh-closed") | .stack'], { input: io.stdout.join("\n"), encoding: "utf8" });
+    expect(jq.stdout.trim()).toBe("charlie");
     // Not deployed: the cost is the catalog's for the configured plan and volume.
     expect(byStack.delta).toMatchObject({ plan: "g2-gpu-rtx4000a1-m", hourlyUsd: 0.68, expires: "1h after deploy", endpoint: "-", status: "not deployed" });
     expect(byStack.echo).toMatchObject({ region: "fr-par", status: "not deployed" });
@@ -112,6 +116,8 @@ describe("list-tenants", () => {
     expect(lines.find((l) => l.startsWith("alpha"))).toMatch(/^alpha +us-ord +g2-gpu-rtx4000a1-s +1 x RTX 4000 Ada 20 GB +0\.53 +2026-03-02T10:00Z \(in 22h 0m\) +https:\/\/alpha\.example\.test\/v1 +deployed$/);
     expect(lines.find((l) => l.startsWith("bravo"))).toMatch(/ expired$/);
     expect(lines.find((l) => l.startsWith("echo"))).toMatch(/ - +not deployed$/);
+    // SSH closed: the table keeps its sentence (the JSON's status word is for scripts), and it counts as running.
+    expect(lines.find((l) => l.startsWith("charlie"))).toMatch(/ https:\/\/charlie\.example\.test\/v1 +SSH closed \(no adminCidrs\): not updated$/);
     // alpha, bravo, charlie, foxtrot, india run: 0.53 + 1.06 + 1.51 + 0.53 + 0.97; golf cannot be read.
     expect(lines.at(-1)).toBe("9 tenants, 5 running ($4.60/hour together), 1 unknown: their cost is not included.");
 

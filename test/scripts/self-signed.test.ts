@@ -67,13 +67,13 @@ async function httpsFront(presented: Presented = "self-signed"): Promise<{ url: 
 }
 
 describe("self-signed endpoints", () => {
-  it("smoke-test fails on the untrusted certificate, and passes with --ca", async () => {
+  it("smoke-test fails on the untrusted certificate (exit 3, not reached), and passes with --ca", async () => {
     const front = await httpsFront();
     try {
       const { key } = await h.createKey({ name: "tls", credits: 50 });
       const env = { GPU_SANDBOX_API_KEY: key };
       const without = memoryIo();
-      expect(await smokeTest(["--url", `${front.url}/v1`], { io: without, env })).toBe(1);
+      expect(await smokeTest(["--url", `${front.url}/v1`], { io: without, env })).toBe(3); // not reached, as manage-keys says below
       expect(without.stdout.find((l) => l.startsWith("FAIL  models"))).toMatch(/cannot connect to https:\/\/127\.0\.0\.1:\d+\/v1: .*(self-signed certificate|unable to verify)/i);
 
       const withCa = memoryIo();
@@ -91,7 +91,7 @@ describe("self-signed endpoints", () => {
       const hint = "the endpoint's certificate is signed by a CA this machine does not trust: with tls.mode self-signed, pass --ca ca.pem (from `pulumi stack output caCertificate --stack <name> > ca.pem`)";
       try {
         const smoke = memoryIo();
-        expect(await smokeTest(["--url", `${front.url}/v1`], { io: smoke, env: { GPU_SANDBOX_API_KEY: "sk-gs-AAAAAAAAAAAA_x" } })).toBe(1);
+        expect(await smokeTest(["--url", `${front.url}/v1`], { io: smoke, env: { GPU_SANDBOX_API_KEY: "sk-gs-AAAAAAAAAAAA_x" } })).toBe(3);
         const models = smoke.stdout.find((l) => l.startsWith("FAIL  models"))!;
         expect(models).toMatch(/cannot connect to https:\/\/127\.0\.0\.1:\d+\/v1: .*(self-signed certificate|unable to verify)/i);
         expect(models).toContain(hint);

@@ -56,10 +56,10 @@ describe("smoke-test --json", () => {
     expect(r.err.split("\n").at(-1)).toBe("4 of 6 checks failed: chat, credit-headers, stream, responses.");
   });
 
-  it("nothing listening: still one JSON object, every check failed with the connection's error", async () => {
+  it("nothing listening: still one JSON object, every check failed with the connection's error, exit 3 (not reached)", async () => {
     const port = await freePort();
     const r = await smoke(["--url", `http://127.0.0.1:${port}`, "--json"]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(3);
     const json = JSON.parse(r.out) as Report;
     expect(json).toMatchObject({ url: `http://127.0.0.1:${port}/v1`, ok: false, passed: 0, failed: 6 });
     expect(json.checks[0]!.detail).toMatch(/^cannot connect to .*ECONNREFUSED/);

@@ -81,13 +81,39 @@ describe("smoke-test", () => {
     expect(withModel.line("chat")).toMatch(/^FAIL {2}chat +\d+ ms {2}HTTP 401 invalid_api_key/);
   });
 
-  it("fails against a wrong URL: nothing listening", async () => {
+  it("fails against a wrong URL: nothing listening, exit 3 (not reached) as every operator script, so a fleet job tells down from broken", async () => {
     const port = await freePort();
     const r = await smoke(["--url", `http://127.0.0.1:${port}/v1`]);
-    expect(r.code).toBe(1);
+    expect(r.code).toBe(3);
     expect(r.line("models")).toMatch(new RegExp(`^FAIL {2}models +\\d+ ms {2}cannot connect to http://127\\.0\\.0\\.1:${port}/v1: .*ECONNREFUSED`));
     expect(r.line("bad-key")).toContain("cannot connect to");
-    expect(r.lines.at(-1)).toBe("6 of 6 checks failed: models, chat, credit-headers, stream, responses, bad-key.");
+    expect(r.lines.at(-1)).toBe("6 of 6 checks failed: models, chat, credit-headers, stream, responses, bad-key; the endpoint was not reached (exit 3).");
+    // With --model too: chat, stream and responses each try to connect and fail the same way.
+    const withModel = await smoke(["--url", `http://127.0.0.1:${port}/v1`, "--model", "qwen2.5-7b"]);
+    expect(withModel.code).toBe(3);
+    expect(withModel.line("chat")).toContain("cannot connect to");
+  });
+
+  it("a name that does not resolve is not reached either (exit 3; an untrusted certificate too: self-signed.test.ts)", async () => {
+    const dns = await smoke(["--url", "http://no-such-host.invalid/v1"]);
+    expect(dns.code, dns.lines.join("\n")).toBe(3);
+    expect(dns.line("models")).toMatch(/cannot connect to .*(ENOTFOUND|EAI_AGAIN)/);
+  });
+
+  it("an endpoint that answered one check is reached: a check failing on it exits 1, even if others could not connect", async () => {
+    // The models check answers; the server then closes, so the rest cannot connect.
+    const server = createServer((req, res) => {
+      res.setHeader("content-type", "application/json");
+      res.end(JSON.stringify({ object: "list", data: [{ id: "m", object: "model", created: 0, owned_by: "x" }] }));
+      server.close();
+      server.closeAllConnections();
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as AddressInfo).port;
+    const r = await smoke(["--url", `http://127.0.0.1:${port}/v1`]);
+    expect(r.line("models")).toMatch(/^PASS/);
+    expect(r.line("chat")).toContain("cannot connect to");
+    expect(r.code).toBe(1);
   });
 
   it("does not follow a redirect (http:// to a TLS endpoint): says where to point --url and that the key crossed plain http", async () => {

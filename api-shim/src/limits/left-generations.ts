@@ -44,6 +44,14 @@ export const KEY_BYTES = KEPT_BYTES / 4;
 /** Why a generation was dropped before a retry had it (shim_retry_memory_evictions_total's `reason`). */
 export const EVICTION_REASONS = ["expired", "over_key_share", "over_total"] as const;
 export type EvictionReason = (typeof EVICTION_REASONS)[number];
+/**
+ * Whose entry was dropped (the metric's `kind`): a left generation, which an SDK retry would have
+ * joined, or a request sent with an Idempotency-Key, most of them answered to a client that
+ * stayed, so that a batch job's keys do not read as retries' losses.
+ */
+export const EVICTION_KINDS = ["left", "idempotent"] as const;
+export type EvictionKind = (typeof EVICTION_KINDS)[number];
+export type Evictions = Record<EvictionKind, Record<EvictionReason, number>>;
 /** What a retry joined: a generation still running (it waited) or a finished answer (shim_retry_joins_total's `outcome`). */
 export const JOIN_OUTCOMES = ["running", "finished"] as const;
 export type JoinOutcome = (typeof JOIN_OUTCOMES)[number];
@@ -178,7 +186,7 @@ export class LeftGenerations {
   readonly joins: Record<JoinOutcome, number> = { running: 0, finished: 0 };
   /** Re-sends with an Idempotency-Key answered with an earlier request's answer, each time (shim_idempotent_replays_total). */
   readonly replays: Record<JoinOutcome, number> = { running: 0, finished: 0 };
-  readonly evicted: Record<EvictionReason, number> = { expired: 0, over_key_share: 0, over_total: 0 };
+  readonly evicted: Evictions = { left: { expired: 0, over_key_share: 0, over_total: 0 }, idempotent: { expired: 0, over_key_share: 0, over_total: 0 } };
 
   /** Generations remembered now (generating or finished), for the metric and tests. */
   get size(): number {
@@ -296,7 +304,7 @@ export class LeftGenerations {
     mine.entries.delete(g);
     if (mine.entries.size === 0) this.byKey.delete(g.keyId);
     if (g.idempotencyKey !== undefined && this.idempotent(g.keyId, g.idempotencyKey) === g) this.byIdempotencyKey.delete(idempotencySlot(g.keyId, g.idempotencyKey));
-    if (reason) this.evicted[reason]++;
+    if (reason) this.evicted[g.idempotencyKey === undefined ? "left" : "idempotent"][reason]++;
     g.forget();
   }
 }

@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import { EVICTION_REASONS, type EvictionReason, JOIN_OUTCOMES, type JoinOutcome, KEEP_MS, KEPT_BYTES, KEPT_ENTRIES, KEY_BYTES, KEY_ENTRIES } from "../limits/left-generations.ts";
+import { EVICTION_KINDS, EVICTION_REASONS, type Evictions, JOIN_OUTCOMES, type JoinOutcome, KEEP_MS, KEPT_BYTES, KEPT_ENTRIES, KEY_BYTES, KEY_ENTRIES } from "../limits/left-generations.ts";
 import { MIN_FREE_BYTES } from "../store/sqlite-space.ts";
 import { UPSTREAM_FAILURE_REASONS } from "../upstream/failure-reasons.ts";
 
@@ -27,13 +27,13 @@ export class Metrics {
   /** The request bodies held (body-memory.ts), set by buildApp. */
   bodyMemory: { readonly inUse: number; readonly refusals: number } = { inUse: 0, refusals: 0 };
   /** The generations kept for an SDK's retry to join and for Idempotency-Keys' re-sends (left-generations.ts), set by buildApp, read at each scrape. */
-  retryMemory: { readonly size: number; readonly bytes: number; readonly keptAnswers: number; readonly joins: Readonly<Record<JoinOutcome, number>>; readonly replays: Readonly<Record<JoinOutcome, number>>; readonly evicted: Readonly<Record<EvictionReason, number>> } = {
+  retryMemory: { readonly size: number; readonly bytes: number; readonly keptAnswers: number; readonly joins: Readonly<Record<JoinOutcome, number>>; readonly replays: Readonly<Record<JoinOutcome, number>>; readonly evicted: Readonly<Evictions> } = {
     size: 0,
     bytes: 0,
     keptAnswers: 0,
     joins: { running: 0, finished: 0 },
     replays: { running: 0, finished: 0 },
-    evicted: { expired: 0, over_key_share: 0, over_total: 0 },
+    evicted: { left: { expired: 0, over_key_share: 0, over_total: 0 }, idempotent: { expired: 0, over_key_share: 0, over_total: 0 } },
   };
   /** Requests being answered, besides the scrape reading it (buildApp: inflight.ts), read at each scrape. */
   requestsInFlight: () => number = () => 0;
@@ -72,7 +72,7 @@ export class Metrics {
     new Counter({ name: "shim_retry_joins_total", help: "Left generations (identical non-streamed requests whose client left) whose answer an SDK retry (x-stainless-retry-count >= 1) got whole, each once (x-joined-request-id; charged nothing more), by outcome: running (that retry waited for the generation) or finished (its answer was kept). A delivery cut is not counted; the retry that then gets it is.", labelNames: ["outcome"], registers, collect() { this.reset(); for (const outcome of JOIN_OUTCOMES) this.inc({ outcome }, retries().joins[outcome]); } });
     new Counter({ name: "shim_idempotent_replays_total", help: "Non-streamed requests with an Idempotency-Key answered whole with the answer of the key's earlier request with that Idempotency-Key and body (idempotent-replayed: true; charged nothing more), each time, by outcome: running (it waited for that request) or finished (its answer was kept).", labelNames: ["outcome"], registers, collect() { this.reset(); for (const outcome of JOIN_OUTCOMES) this.inc({ outcome }, retries().replays[outcome]); } });
     new Counter({ name: "shim_retry_answers_kept_total", help: `Answers of non-streamed requests whose client left, kept (${KEPT.minutes} minutes) for the client's retry to join.`, registers, collect() { this.reset(); this.inc(retries().keptAnswers); } });
-    new Counter({ name: "shim_retry_memory_evictions_total", help: `Left generations (running, or their answer kept) dropped before a retry joined them (and requests with an Idempotency-Key, running or answered, before their 10 minutes were up), by reason: expired (kept ${KEPT.minutes} minutes), over_key_share (the key's own oldest, past its share: ${KEPT.keyEntries} entries or ${KEPT.keyMib} MiB), over_total (the oldest of the key holding the most, past ${KEPT.entries} entries or ${KEPT.mib} MiB in all). Their retries are generated and charged again.`, labelNames: ["reason"], registers, collect() { this.reset(); for (const reason of EVICTION_REASONS) this.inc({ reason }, retries().evicted[reason]); } });
+    new Counter({ name: "shim_retry_memory_evictions_total", help: `Entries of the retry memory dropped, by kind: left (a generation whose client left, running or its answer kept, dropped before a retry joined it: that retry is generated and charged again) or idempotent (a request sent with an Idempotency-Key, running or answered, most of them to a client that stayed: only a re-send after it is generated again); and by reason: expired (kept ${KEPT.minutes} minutes), over_key_share (the key's own oldest, past its share: ${KEPT.keyEntries} entries or ${KEPT.keyMib} MiB), over_total (the oldest of the key holding the most, past ${KEPT.entries} entries or ${KEPT.mib} MiB in all).`, labelNames: ["reason", "kind"], registers, collect() { this.reset(); for (const kind of EVICTION_KINDS) for (const reason of EVICTION_REASONS) this.inc({ reason, kind }, retries().evicted[kind][reason]); } });
     new Gauge({ name: "shim_retry_memory_entries", help: `Left generations remembered for a retry to join, and requests with an Idempotency-Key: running, or their answer kept (at most ${KEPT.entries}; ${KEPT.keyEntries} a key).`, registers, collect() { this.set(retries().size); } });
     new Gauge({ name: "shim_retry_memory_bytes", help: `Bytes of answers kept for a retry to join or an Idempotency-Key's re-send (at most ${KEPT.mib} MiB; ${KEPT.keyMib} MiB a key), outside SHIM_ANSWER_MEMORY_BYTES.`, registers, collect() { this.set(retries().bytes); } });
     const inFlight = () => this.requestsInFlight();
