@@ -6,7 +6,9 @@
 # whose shim is from 2026-12-07 on (an older one's credits file lacks the last four; report-usage
 # says so on stderr) (docs/operations.md, "A month's invoice, reconciled with the ledger"), for every stack with an
 # endpoint: deployed, and expired but not yet destroyed (it served in the month). A file appears
-# only whole; one already there is kept, so a run again makes only those missing. Exit 1 when a
+# only whole; one already there is kept if it was made after the month ended, so a run again makes
+# only those missing; one made while the month ran (its usage stops where that run read it) is
+# made again. A month not yet over is written to now, said on stderr. Exit 1 when a
 # tenant's files could not be made (its report failed, or its state could not be read), naming
 # each; its usage is then in no file. A tenant destroyed in the month (reap-expired) is not
 # listed: its usage to the day is in usage/<tenant>-usage-<time>.csv, its credits (grants,
@@ -17,6 +19,10 @@ month="${1:?usage: fleet-invoices.sh <YYYY-MM> [dir]}"
 dir="${2:-invoices}"
 from="$month-01"
 to="$(date -u -d "$from +1 month -1 day" +%F)" || exit 2
+ended="$(date -u -d "$from +1 month" +%s)" || exit 2 # the month's end: a file made before it is not the whole month
+if [ "$(date -u +%s)" -lt "$ended" ]; then
+  echo "fleet-invoices: $month is not over: its files cover it only to now, and a run after it ends makes them again" >&2
+fi
 tenants="$(npm run --silent list-tenants -- --json)"
 if ! jq -e 'type == "array"' >/dev/null 2>&1 <<<"$tenants"; then
   echo "fleet-invoices: list-tenants printed no list" >&2
@@ -28,7 +34,7 @@ mapfile -t failed < <(jq -r '.[] | select(.status == "unknown") | .stack' <<<"$t
 for t in $(jq -r '.[] | select(.endpoint != "-") | .stack' <<<"$tenants"); do
   for group in model key; do
     out="$dir/$t-$month-$([ "$group" = key ] && echo credits || echo usage).csv"
-    [ -s "$out" ] && continue
+    [ -s "$out" ] && [ "$(date -u -r "$out" +%s)" -ge "$ended" ] && continue
     if npm run --silent report-usage -- --stack "$t" --from "$from" --to "$to" --group "$group" --format csv >"$out.partial"; then
       mv "$out.partial" "$out"
     else

@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { expectOperatorScriptClean } from "../support/operator-scripts.ts";
@@ -108,12 +108,22 @@ describe("fleet-invoices.sh: a month's invoice files for every tenant", { timeou
     expect(header(`bravo-${MONTH}-credits.csv`)).toContain("opening");
     expect(readFileSync(join(dir, `bravo-${MONTH}-usage.csv`), "utf8")).toContain(",trial,qwen2.5-7b,1,");
 
-    // Run again once carol answers nothing more (destroyed): the files made are kept, exit 0.
+    // The month is not over: the run says its files cover it only to now.
+    expect(r.stderr).toContain(`${MONTH} is not over`);
+
+    // Run again once carol answers nothing more (destroyed): a file made after the month ended is
+    // kept, exit 0; one made while it ran (a run in the month, or at 23:59 on its last day) is made
+    // again, as its usage stops where that run read it.
     writeFileSync(join(dir, `acme-${MONTH}-usage.csv`), "kept\r\n");
+    const afterMonth = new Date(`${MONTH}-01T00:00:00Z`);
+    afterMonth.setUTCMonth(afterMonth.getUTCMonth() + 1);
+    utimesSync(join(dir, `acme-${MONTH}-usage.csv`), afterMonth, afterMonth);
+    writeFileSync(join(dir, `bravo-${MONTH}-usage.csv`), "made mid-month\r\n");
     rmSync(join(project, "stacks", "Pulumi.carol.yaml"));
     const again = await run("fleet-invoices.sh", [MONTH, dir]);
     expect(again.code, again.stderr).toBe(0);
     expect(readFileSync(join(dir, `acme-${MONTH}-usage.csv`), "utf8")).toBe("kept\r\n");
+    expect(readFileSync(join(dir, `bravo-${MONTH}-usage.csv`), "utf8")).toContain(",trial,qwen2.5-7b,1,");
     expect(existsSync(join(dir, `carol-${MONTH}-usage.csv`))).toBe(false);
     writeFileSync(join(project, "stacks", "Pulumi.carol.yaml"), EXAMPLE);
   });
