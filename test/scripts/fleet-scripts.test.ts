@@ -92,6 +92,24 @@ describe("fleet-status.sh: every tenant's state in one run", { timeout: 120_000 
     }
   });
 
+  it("a report it cannot read keeps the tenant's row, says so and exits 1, rather than leaving the tenant out", async () => {
+    // report-usage exits 0 with an answer of another shape (an older or newer shim, a proxy's page).
+    const odd = join(project, "bin-odd");
+    mkdirSync(odd, { recursive: true });
+    writeFileSync(join(odd, "npm"), `#!/usr/bin/env bash\ncase "$* " in *"report-usage -- --stack acme "*) echo '{"data":null}'; exit 0 ;; esac\nexec "${bin}/npm" "$@"\n`);
+    chmodSync(join(odd, "npm"), 0o755);
+    const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      execFile("bash", [join(ROOT, "templates", "operator", "fleet-status.sh")], { cwd: project, env: { ...process.env, PATH: `${odd}:${bin}:${process.env.PATH}` } }, (err, stdout, stderr) => {
+        resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr });
+      });
+    });
+    expect(r.code, r.stderr).toBe(1);
+    const rows = Object.fromEntries((JSON.parse(r.stdout) as { stack: string }[]).map((row) => [row.stack, row]));
+    expect(Object.keys(rows).sort()).toEqual(["acme", "bravo", "carol", "delta"]);
+    expect(rows.acme).toMatchObject({ status: "deployed", answered: false, error: "its report could not be read" });
+    expect(r.stderr).toContain("acme answered, but its report could not be read");
+  });
+
   it("passes shellcheck", () => expectOperatorScriptClean("fleet-status.sh"));
 });
 
