@@ -28,22 +28,23 @@ if ! jq -e 'type == "array"' >/dev/null 2>&1 <<<"$tenants"; then
   echo "fleet-invoices: list-tenants printed no list" >&2
   exit 2
 fi
-mkdir -p "$dir"
+# Checked: without -e, a directory not made would be every tenant's report failing to be written.
+mkdir -p "$dir" || { echo "fleet-invoices: cannot make $dir" >&2; exit 2; }
 
 mapfile -t failed < <(jq -r '.[] | select(.status == "unknown") | .stack' <<<"$tenants")
-for t in $(jq -r '.[] | select(.endpoint != "-") | .stack' <<<"$tenants"); do
+# A line each, not words: a name is never split or globbed.
+while IFS= read -r t; do
   for group in model key; do
     out="$dir/$t-$month-$([ "$group" = key ] && echo credits || echo usage).csv"
     [ -s "$out" ] && [ "$(date -u -r "$out" +%s)" -ge "$ended" ] && continue
-    if npm run --silent report-usage -- --stack "$t" --from "$from" --to "$to" --group "$group" --format csv >"$out.partial"; then
-      mv "$out.partial" "$out"
-    else
+    # The rename checked too: a file not put in place is a tenant without its invoice, not a success.
+    if ! { npm run --silent report-usage -- --stack "$t" --from "$from" --to "$to" --group "$group" --format csv >"$out.partial" </dev/null && mv "$out.partial" "$out"; }; then
       rm -f "$out.partial"
       failed+=("$t")
       break
     fi
   done
-done
+done < <(jq -r '.[] | select(.endpoint != "-") | .stack' <<<"$tenants")
 
 if [ "${#failed[@]}" -gt 0 ]; then
   echo "fleet-invoices: no invoice files for ${failed[*]}: run again once they answer (or their state can be read)" >&2

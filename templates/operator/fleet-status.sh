@@ -29,7 +29,7 @@ while IFS= read -r row; do
     rows+=("$(jq -c '. + {answered: null}' <<<"$row")")
     continue
   fi
-  if report="$(npm run --silent report-usage -- --stack "$stack" --group key --format json)"; then
+  if report="$(npm run --silent report-usage -- --stack "$stack" --group key --format json </dev/null)"; then # stdin: the loop's rows
     # jq's failure is checked: without -e, its empty output would drop the tenant's row unsaid.
     if read_row="$(jq -ec --argjson row "$row" --argjson share "$share" '
       [.data[] | select(.status == "active")] as $active

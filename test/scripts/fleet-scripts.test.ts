@@ -146,5 +146,14 @@ describe("fleet-invoices.sh: a month's invoice files for every tenant", { timeou
     writeFileSync(join(project, "stacks", "Pulumi.carol.yaml"), EXAMPLE);
   });
 
+  it("a directory it cannot make is a bad command line (exit 2), not every tenant unread", async () => {
+    const notDir = join(project, "a-file");
+    writeFileSync(notDir, "");
+    const r = await run("fleet-invoices.sh", [MONTH, join(notDir, "invoices")]);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toContain(`fleet-invoices: cannot make ${join(notDir, "invoices")}`);
+    expect(r.stderr).not.toContain("no invoice files for");
+  });
+
   it("passes shellcheck", () => expectOperatorScriptClean("fleet-invoices.sh"));
 });
