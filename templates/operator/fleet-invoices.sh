@@ -17,6 +17,11 @@ set -uo pipefail
 
 month="${1:?usage: fleet-invoices.sh <YYYY-MM> [dir]}"
 dir="${2:-invoices}"
+# Checked before use: date takes 2026-1 too, and the files would be named for it.
+if ! [[ "$month" =~ ^[0-9]{4}-(0[1-9]|1[0-2])$ ]]; then
+  echo "fleet-invoices: the month is YYYY-MM (2026-11), not $month" >&2
+  exit 2
+fi
 from="$month-01"
 to="$(date -u -d "$from +1 month -1 day" +%F)" || exit 2
 ended="$(date -u -d "$from +1 month" +%s)" || exit 2 # the month's end: a file made before it is not the whole month

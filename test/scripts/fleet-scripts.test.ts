@@ -146,6 +146,14 @@ describe("fleet-invoices.sh: a month's invoice files for every tenant", { timeou
     writeFileSync(join(project, "stacks", "Pulumi.carol.yaml"), EXAMPLE);
   });
 
+  it("a month not written YYYY-MM is a bad command line (exit 2), no file made under another name", async () => {
+    const dir = join(project, "invoices-bad-month");
+    const r = await run("fleet-invoices.sh", ["2026-1", dir]);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toContain("fleet-invoices: the month is YYYY-MM");
+    expect(existsSync(dir)).toBe(false);
+  });
+
   it("a directory it cannot make is a bad command line (exit 2), not every tenant unread", async () => {
     const notDir = join(project, "a-file");
     writeFileSync(notDir, "");
