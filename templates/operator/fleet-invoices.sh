@@ -10,7 +10,7 @@
 # only those missing; one made while the month ran (its usage stops where that run read it) is
 # made again. A month not yet over is written to now, said on stderr. Exit 1 when a
 # tenant's files could not be made (its report failed, or its state could not be read), naming
-# each; its usage is then in no file. A tenant destroyed in the month (reap-expired) is not
+# each; a file of it not made is then absent (one made is kept). A tenant destroyed in the month (reap-expired) is not
 # listed: its usage to the day is in usage/<tenant>-usage-<time>.csv, its credits (grants,
 # top-ups, write-offs) in usage/<tenant>-credits-<time>.json.
 set -uo pipefail
