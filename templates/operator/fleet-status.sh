@@ -5,7 +5,8 @@
 # each stack with an endpoint (deployed or expired) whether its admin API answered and, for the
 # current UTC month, the credits spent, the balance of its active keys and those running low.
 # Exit 1 when a stack with an endpoint did not answer (its row's `exit` is report-usage's code:
-# 3 not reached, 4 refused, 5 no answer) or a stack's state could not be read (`unknown`);
+# 3 not reached, 4 refused, 5 no answer; a report of a shape it cannot read: `error`, no `exit`)
+# or a stack's state could not be read (`unknown`);
 # 2 when list-tenants printed no list. Credits and expiry are data, not failures: jq them.
 # FLEET_LOW_SHARE (0.1): a key is low when its balance is under this share of the credits it had
 # for the month (its opening balance and what was granted in it), or 0 or less.
@@ -28,12 +29,19 @@ while IFS= read -r row; do
     rows+=("$(jq -c '. + {answered: null}' <<<"$row")")
     continue
   fi
-  if report="$(npm run --silent report-usage -- --stack "$stack" --group key --format json)"; then
-    rows+=("$(jq -c --argjson row "$row" --argjson share "$share" '
+  if report="$(npm run --silent report-usage -- --stack "$stack" --group key --format json </dev/null)"; then # stdin: the loop's rows
+    # jq's failure is checked: without -e, its empty output would drop the tenant's row unsaid.
+    if read_row="$(jq -ec --argjson row "$row" --argjson share "$share" '
       [.data[] | select(.status == "active")] as $active
       | $row + {answered: true, spent: .totals.cost,
           balance: ([$active[].balance] | add // 0),
-          low: [$active[] | select(.balance <= 0 or .balance < $share * ((.opening // 0) + (.granted // 0))) | .key_name]}' <<<"$report")")
+          low: [$active[] | select(.balance <= 0 or .balance < $share * ((.opening // 0) + (.granted // 0))) | .key_name]}' <<<"$report" 2>/dev/null)"; then
+      rows+=("$read_row")
+    else
+      echo "fleet-status: $stack answered, but its report could not be read" >&2
+      rows+=("$(jq -c '. + {answered: false, error: "its report could not be read"}' <<<"$row")")
+      status=1
+    fi
   else
     code=$?
     echo "fleet-status: $stack did not answer (report-usage exit $code)" >&2

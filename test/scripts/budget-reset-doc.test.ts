@@ -17,7 +17,7 @@ import { runManageKeys } from "./run-manage-keys.ts";
 const ROOT = join(import.meta.dirname, "..", "..");
 const page = readFileSync(join(ROOT, "docs", "migrating-from-litellm.md"), "utf8");
 const section = page.slice(page.indexOf("## A budget that resets"), page.indexOf("## Per-key limits"));
-const cronLine = /```cron\n(5 0 1 \* \* .*)\n```/.exec(section)![1]!;
+const cronLine = /```cron\n(5 [0-9*]+ 1 \* \* .*)\n```/.exec(section)![1]!;
 /** The words bash makes of the cron line's manage-keys command (cron's `\%` made `%` first), as npm would pass them. */
 const words = (command: string): string[] =>
   execFileSync("bash", ["-c", `set -- ${command.replaceAll("\\%", "%")}; printf '%s\\0' "$@"`], { encoding: "utf8" }).split("\0").slice(0, -1);
@@ -67,6 +67,21 @@ describe("the migration page's budget reset", () => {
     const january = await run(new Date("2027-01-01T00:05:00Z"));
     expect(january.code, january.err).toBe(0);
     expect(await balances()).toEqual({ spent: 50, empty: 50, rich: 80, gone: 1 });
+  });
+
+  it("the cron line runs at least once in the UTC month's first day whatever the host's time zone (UTC-12 to UTC+14)", () => {
+    // cron reads minute and hour in the host's zone; the default period is the UTC month of the run.
+    const [minute, hour, day] = cronLine.split(" ") as [string, string, string];
+    expect(day).toBe("1");
+    const hours = hour === "*" ? [...Array(24).keys()] : hour.split(",").map(Number);
+    for (let offset = -12; offset <= 14; offset++) {
+      // local 1st hh:mm is UTC hh:mm - offset: the same UTC month's 1st only if within [0, 24) h.
+      const inUtcFirst = hours.some((h) => {
+        const utc = h + Number(minute) / 60 - offset;
+        return utc >= 0 && utc < 24;
+      });
+      expect(inUtcFirst, `UTC${offset >= 0 ? "+" : ""}${offset}`).toBe(true);
+    }
   });
 
   it("the page's weekly and daily --period expressions are labels the command takes", async () => {

@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { expectOperatorScriptClean } from "../support/operator-scripts.ts";
@@ -92,6 +92,24 @@ describe("fleet-status.sh: every tenant's state in one run", { timeout: 120_000 
     }
   });
 
+  it("a report it cannot read keeps the tenant's row, says so and exits 1, rather than leaving the tenant out", async () => {
+    // report-usage exits 0 with an answer of another shape (an older or newer shim, a proxy's page).
+    const odd = join(project, "bin-odd");
+    mkdirSync(odd, { recursive: true });
+    writeFileSync(join(odd, "npm"), `#!/usr/bin/env bash\ncase "$* " in *"report-usage -- --stack acme "*) echo '{"data":null}'; exit 0 ;; esac\nexec "${bin}/npm" "$@"\n`);
+    chmodSync(join(odd, "npm"), 0o755);
+    const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+      execFile("bash", [join(ROOT, "templates", "operator", "fleet-status.sh")], { cwd: project, env: { ...process.env, PATH: `${odd}:${bin}:${process.env.PATH}` } }, (err, stdout, stderr) => {
+        resolve({ code: err ? (typeof err.code === "number" ? err.code : 1) : 0, stdout, stderr });
+      });
+    });
+    expect(r.code, r.stderr).toBe(1);
+    const rows = Object.fromEntries((JSON.parse(r.stdout) as { stack: string }[]).map((row) => [row.stack, row]));
+    expect(Object.keys(rows).sort()).toEqual(["acme", "bravo", "carol", "delta"]);
+    expect(rows.acme).toMatchObject({ status: "deployed", answered: false, error: "its report could not be read" });
+    expect(r.stderr).toContain("acme answered, but its report could not be read");
+  });
+
   it("passes shellcheck", () => expectOperatorScriptClean("fleet-status.sh"));
 });
 
@@ -108,14 +126,41 @@ describe("fleet-invoices.sh: a month's invoice files for every tenant", { timeou
     expect(header(`bravo-${MONTH}-credits.csv`)).toContain("opening");
     expect(readFileSync(join(dir, `bravo-${MONTH}-usage.csv`), "utf8")).toContain(",trial,qwen2.5-7b,1,");
 
-    // Run again once carol answers nothing more (destroyed): the files made are kept, exit 0.
+    // The month is not over: the run says its files cover it only to now.
+    expect(r.stderr).toContain(`${MONTH} is not over`);
+
+    // Run again once carol answers nothing more (destroyed): a file made after the month ended is
+    // kept, exit 0; one made while it ran (a run in the month, or at 23:59 on its last day) is made
+    // again, as its usage stops where that run read it.
     writeFileSync(join(dir, `acme-${MONTH}-usage.csv`), "kept\r\n");
+    const afterMonth = new Date(`${MONTH}-01T00:00:00Z`);
+    afterMonth.setUTCMonth(afterMonth.getUTCMonth() + 1);
+    utimesSync(join(dir, `acme-${MONTH}-usage.csv`), afterMonth, afterMonth);
+    writeFileSync(join(dir, `bravo-${MONTH}-usage.csv`), "made mid-month\r\n");
     rmSync(join(project, "stacks", "Pulumi.carol.yaml"));
     const again = await run("fleet-invoices.sh", [MONTH, dir]);
     expect(again.code, again.stderr).toBe(0);
     expect(readFileSync(join(dir, `acme-${MONTH}-usage.csv`), "utf8")).toBe("kept\r\n");
+    expect(readFileSync(join(dir, `bravo-${MONTH}-usage.csv`), "utf8")).toContain(",trial,qwen2.5-7b,1,");
     expect(existsSync(join(dir, `carol-${MONTH}-usage.csv`))).toBe(false);
     writeFileSync(join(project, "stacks", "Pulumi.carol.yaml"), EXAMPLE);
+  });
+
+  it("a month not written YYYY-MM is a bad command line (exit 2), no file made under another name", async () => {
+    const dir = join(project, "invoices-bad-month");
+    const r = await run("fleet-invoices.sh", ["2026-1", dir]);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toContain("fleet-invoices: the month is YYYY-MM");
+    expect(existsSync(dir)).toBe(false);
+  });
+
+  it("a directory it cannot make is a bad command line (exit 2), not every tenant unread", async () => {
+    const notDir = join(project, "a-file");
+    writeFileSync(notDir, "");
+    const r = await run("fleet-invoices.sh", [MONTH, join(notDir, "invoices")]);
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toContain(`fleet-invoices: cannot make ${join(notDir, "invoices")}`);
+    expect(r.stderr).not.toContain("no invoice files for");
   });
 
   it("passes shellcheck", () => expectOperatorScriptClean("fleet-invoices.sh"));
