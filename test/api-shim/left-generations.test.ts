@@ -261,4 +261,21 @@ describe("left generations kept for a retry", () => {
     expect(m.evicted.left).toEqual({ expired: 1, over_key_share: 0, over_total: 0 });
     expect(m.size).toBe(0);
   });
+
+  it("a waiter whose client leaves is let go at once, not kept until the generation ends; those still there get the answer", async () => {
+    const m = new LeftGenerations();
+    const g = m.remember("k", callHash("/r", body("x")), "r1", "job:1");
+    const stays = g.outcome(never);
+    // A re-send leaving again and again during a long generation: each one's resolver goes with it.
+    for (let i = 0; i < 100; i++) {
+      const leaving = new AbortController();
+      const waiting = g.outcome(leaving.signal);
+      leaving.abort();
+      expect(await waiting).toBeUndefined();
+    }
+    expect(g.waiting).toBe(1);
+    g.answered(answer(10));
+    expect(await stays).toMatchObject({ status: 200 });
+    expect(g.waiting).toBe(0);
+  });
 });

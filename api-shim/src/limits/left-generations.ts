@@ -162,9 +162,26 @@ export class LeftGeneration {
     if (signal.aborted) return undefined;
     if (this.ended) return this.answer;
     return await new Promise((resolve) => {
-      this.waiters.push(resolve);
-      signal.addEventListener("abort", () => resolve(undefined), { once: true });
+      // Each side removes the other: a client that leaves takes its resolver out of `waiters` (a
+      // re-send leaving again and again during a long generation kept one each until it ended),
+      // and an outcome delivered takes the listener off the request's signal.
+      const left = () => {
+        const at = this.waiters.indexOf(wake);
+        if (at !== -1) this.waiters.splice(at, 1);
+        resolve(undefined);
+      };
+      const wake = (outcome: KeptAnswer | ShimError | undefined) => {
+        signal.removeEventListener("abort", left);
+        resolve(outcome);
+      };
+      this.waiters.push(wake);
+      signal.addEventListener("abort", left, { once: true });
     });
+  }
+
+  /** Waiters on its outcome now: for the test that a client leaving is let go (nothing else shows it). */
+  get waiting(): number {
+    return this.waiters.length;
   }
 }
 
