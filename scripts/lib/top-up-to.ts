@@ -110,12 +110,12 @@ async function upToOne(run: Run, key: ApiKey, single: boolean): Promise<UpToResu
   if (single) io.err(`Idempotency-Key: ${idem}; to retry safely: ${retry}`);
   try {
     const grant = await client.topUp(key.id, { amount, note: run.note }, idem);
-    if (grant.replayed) return already(run, key, base, key.balance); // grant.balance is the balance right after the first
+    if (grant.replayed) return already(run, key, base); // grant.balance is the balance right after the first
     say(`Added ${amount} credits to ${key.name} (${key.id}), up to its allowance of ${formatCredits(allowance)} for ${period}: balance ${grant.balance}, remaining ${grant.credits_remaining}.`);
     return { ...base, outcome: "topped_up", added: creditsNumber(lack), balance: grant.balance, credits_remaining: grant.credits_remaining };
   } catch (err) {
     // This period's grant was made (the key has spent since, so what it lacks differs): once a period.
-    if (err instanceof AdminApiError && err.code === "idempotency_key_reused") return already(run, key, base, key.balance);
+    if (err instanceof AdminApiError && err.code === "idempotency_key_reused") return already(run, key, base);
     if (mayHaveActed(err)) {
       throw new UsageError(`${err.message}\nThe top-up may have been applied. Running the same command again is safe (its Idempotency-Key is the key's and the period's): ${retry}`, { cause: err });
     }
@@ -123,9 +123,10 @@ async function upToOne(run: Run, key: ApiKey, single: boolean): Promise<UpToResu
   }
 }
 
-function already(run: Run, key: ApiKey, base: Omit<UpToResult, "outcome">, balance: number): UpToResult {
-  if (!run.flags.json) run.io.out(`Key ${key.name} (${key.id}) was topped up for ${run.period} already (Idempotency-Key ${base.idempotency_key}); nothing added: balance ${balance}. The next top-up is for the next period.`);
-  return { ...base, outcome: "already_this_period", added: 0, balance };
+/** Nothing added: the listing's balance and credits remaining, the fields every other success row has (the top-up's answer is the first's). */
+function already(run: Run, key: ApiKey, base: Omit<UpToResult, "outcome">): UpToResult {
+  if (!run.flags.json) run.io.out(`Key ${key.name} (${key.id}) was topped up for ${run.period} already (Idempotency-Key ${base.idempotency_key}); nothing added: balance ${key.balance}. The next top-up is for the next period.`);
+  return { ...base, outcome: "already_this_period", added: 0, balance: key.balance, credits_remaining: key.credits_remaining };
 }
 
 /** --all: every key in use, in the list's order, one line each as it is done; a failure does not stop the others. */

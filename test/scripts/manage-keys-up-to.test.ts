@@ -37,6 +37,9 @@ describe("manage-keys top-up --up-to", () => {
     expect(again.code, again.err).toBe(0);
     expect(again.out).toBe(`Key thirds (${id}) was topped up for 2026-12 already (Idempotency-Key up-to-${id}-2026-12); nothing added: balance 45. The next top-up is for the next period.`);
     expect((await listed(id)).balance).toBe(45);
+    // Its --json row has the fields the other outcomes' rows have, credits_remaining too (a review found it missing).
+    const againJson = await keys(["top-up", "--key", id, "--up-to", "50", "--json"]);
+    expect(JSON.parse(againJson.out)).toEqual({ key_id: id, name: "thirds", period: "2026-12", allowance: 50, idempotency_key: `up-to-${id}-2026-12`, outcome: "already_this_period", added: 0, balance: 45, credits_remaining: 45 });
 
     // The next month (the default period follows the clock): topped up again.
     const next = await keys(["top-up", "--key", id, "--up-to", "50", "--json"], JANUARY);
@@ -52,6 +55,8 @@ describe("manage-keys top-up --up-to", () => {
     expect(again.code, again.err).toBe(0);
     expect(again.out).toBe(`Key same-again (${id}) was topped up for 2026-12 already (Idempotency-Key up-to-${id}-2026-12); nothing added: balance 40. The next top-up is for the next period.`);
     expect((await listed(id)).balance).toBe(40);
+    const againJson = await keys(["top-up", "--key", id, "--up-to", "50", "--json"]);
+    expect(JSON.parse(againJson.out)).toMatchObject({ outcome: "already_this_period", added: 0, balance: 40, credits_remaining: 40 });
   });
 
   it("leaves a key at or above its allowance untouched, exit 0, and says so", async () => {
