@@ -8,8 +8,9 @@
 // bundle, self-signed-ca.pem. That trusts no more than a CA per job would: each CA's key stays in
 // its stack's Pulumi state (a host holds only its leaf certificate), and each leaf names only its
 // own host.
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { syncDirectory } from "../../api-shim/src/sync-directory.ts";
 import { endpointOf } from "./pulumi.ts";
 import { outputsOf, type Tenant } from "./tenants.ts";
 
@@ -136,10 +137,20 @@ function readOr(path: string, fallback: string): string {
 /**
  * Write then rename, in the same directory: Prometheus re-reads a file_sd file when it changes,
  * and must never read half of one (it would drop the targets it could not parse). The temporary
- * name does not end in .json, so a `*.json` glob in a job never matches it.
+ * name does not end in .json, so a `*.json` glob in a job never matches it. Flushed before the
+ * rename and the directory after it: without, a power cut could leave the new name on an empty
+ * file (Prometheus then drops every target of the file until the next run, silencing alerts), and
+ * each rename is on disk before the next (the CA bundle before the targets that need it).
  */
 function atomicWrite(path: string, content: string): void {
   const tmp = `${path}.tmp-${process.pid}`;
-  writeFileSync(tmp, content, { mode: 0o644 });
+  const fd = openSync(tmp, "w", 0o644);
+  try {
+    writeFileSync(fd, content);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
   renameSync(tmp, path);
+  syncDirectory(dirname(path));
 }

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { memoryIo } from "../../scripts/lib/cli.ts";
 import { main } from "../../scripts/list-tenants.ts";
+import { repoFile, runNodeScript, tracingRenamesAndSyncs } from "../support/fsync-trace.ts";
 import { runTool, tempDir } from "../support/tools.ts";
 import { FakePulumi } from "./fake-pulumi.ts";
 import { fixtureStacks, fixtureTenants, NOW } from "./tenant-fixtures.ts";
@@ -108,5 +109,21 @@ describe("list-tenants --prometheus <dir>", () => {
     const r = runTool("promtool", ["check", "config", "prometheus-fleet.yml"], { cwd: dir });
     expect(r.status, r.output).toBe(0);
     expect(r.output).toContain("SUCCESS: prometheus-fleet.yml is valid");
+  });
+});
+
+describe("list-tenants --prometheus <dir> on disk", () => {
+  it("each file is flushed before its rename and the directory after it: a power cut leaves the previous file or the new one, never an empty one, and the CA bundle before the targets", () => {
+    const dir = join(tempDir(), "gpu-sandbox");
+    const out = join(tempDir(), "strace.txt");
+    runNodeScript(tracingRenamesAndSyncs(out), `import { writeTargets } from ${JSON.stringify(repoFile("scripts/lib/prometheus-targets.ts"))};
+      console.log(JSON.stringify(writeTargets(${JSON.stringify(dir)}, [], () => {})));`);
+    const steps = readFileSync(out, "utf8").split("\n").filter((l) => l.includes(dir) && !l.includes("<unfinished")).map((l) => {
+      const renamed = /rename\w*\((?:AT_FDCWD, )?"([^"]+)", (?:AT_FDCWD, )?"([^"]+)"/.exec(l);
+      if (renamed) return `rename ${renamed[1]!.replace(`${dir}/`, "").replace(/tmp-\d+$/, "tmp")} -> ${renamed[2]!.replace(`${dir}/`, "")}`;
+      const synced = /f(?:data)?sync\(\d+<([^>]+)>/.exec(l);
+      return synced ? `fsync ${synced[1] === dir ? "." : synced[1]!.replace(`${dir}/`, "").replace(/tmp-\d+$/, "tmp")}` : l;
+    });
+    expect(steps).toEqual(["self-signed-ca.pem", "letsencrypt.json", "self-signed.json", "http.json"].flatMap((f) => [`fsync ${f}.tmp`, `rename ${f}.tmp -> ${f}`, "fsync ."]));
   });
 });
