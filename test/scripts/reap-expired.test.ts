@@ -51,6 +51,14 @@ async function reap(argv: string[], setup: (p: ReturnType<typeof fixtureTenants>
 
 /** Without the unreadable stack (golf), so exit codes depend on the destroys alone. */
 const withoutGolf = (p: ReturnType<typeof fixtureTenants>["pulumi"]) => p.stacks.set("golf", { outputs: {} });
+/** The tenants without golf, bravo's endpoint behind `front` (a proxy that answers some requests as a failing or older shim would). */
+function tenantsWithBravoBehind(front: { url: string }) {
+  const { root, pulumi } = tenants();
+  withoutGolf(pulumi);
+  const bravo = pulumi.stacks.get("bravo")!;
+  bravo.outputs = { ...bravo.outputs, endpoint: `${front.url}/v1` };
+  return { root, pulumi, bravo };
+}
 
 describe("reap-expired", () => {
   it("reaps a stack whose first `pulumi up` failed after the host was made (no outputs, an instance in the state)", async () => {
@@ -362,10 +370,7 @@ describe("reap-expired", () => {
     let refused = 0;
     const front = await frontProxy(shim.url, (method) => (method === "DELETE" && refused++ === 0 ? "rate-limited" : "forward"));
     try {
-      const { root, pulumi } = tenants();
-      withoutGolf(pulumi);
-      const bravo = pulumi.stacks.get("bravo")!;
-      bravo.outputs = { ...bravo.outputs, endpoint: `${front.url}/v1` };
+      const { root, pulumi, bravo } = tenantsWithBravoBehind(front);
       const io = memoryIo();
       expect(await main(["--yes"], { root, pulumi, io, env: {}, now: () => NOW })).toBe(0);
       const out = io.stdout.join("\n");
@@ -522,10 +527,7 @@ describe("reap-expired: a destroy that failed after its stop step", () => {
   /** bravo behind a front that the first destroy stops, as stop-serving-stack.sh stops nginx, and then fails. */
   async function halfDestroyed() {
     const front = await frontProxy(shim.url);
-    const { root, pulumi } = tenants();
-    withoutGolf(pulumi);
-    const bravo = pulumi.stacks.get("bravo")!;
-    bravo.outputs = { ...bravo.outputs, endpoint: `${front.url}/v1` };
+    const { root, pulumi, bravo } = tenantsWithBravoBehind(front);
     const india = pulumi.stacks.get("india")!;
     india.outputs = { ...india.outputs, expiresAt: "2026-03-05T00:00:00Z" }; // bravo is the only one expired
     let destroys = 0;
@@ -666,10 +668,7 @@ describe("reap-expired: the saved usage per model", () => {
     // The refusal a shim from before group=day,model answers (routes/admin.ts then), word for word.
     const older = { status: 400, json: JSON.stringify({ error: { message: "'group' must be model or day.", type: "invalid_request_error", param: "group", code: "invalid_request" } }) };
     const front = await frontProxy(shim.url, (method, url) => (method === "GET" && url.startsWith("/admin/usage") && /group=day%2Cmodel/.test(url) ? older : "forward"));
-    const { root, pulumi } = tenants();
-    withoutGolf(pulumi);
-    const bravo = pulumi.stacks.get("bravo")!;
-    bravo.outputs = { ...bravo.outputs, endpoint: `${front.url}/v1` };
+    const { root, pulumi, bravo } = tenantsWithBravoBehind(front);
     const io = memoryIo();
     try {
       expect(await main(["--yes"], { root, pulumi, io, env: {}, now: () => NOW }), io.text()).toBe(0);
@@ -690,10 +689,7 @@ describe("reap-expired: a shim older than the credits statement", () => {
     // What a shim from before GET /admin/credits answers: its router's 404.
     const older = { status: 404, json: JSON.stringify({ error: { message: "Route GET:/admin/credits not found", type: "invalid_request_error", param: null, code: "not_found" } }) };
     const front = await frontProxy(shim.url, (method, url) => (method === "GET" && url.startsWith("/admin/credits") ? older : "forward"));
-    const { root, pulumi } = tenants();
-    withoutGolf(pulumi);
-    const bravo = pulumi.stacks.get("bravo")!;
-    bravo.outputs = { ...bravo.outputs, endpoint: `${front.url}/v1` };
+    const { root, pulumi, bravo } = tenantsWithBravoBehind(front);
     const io = memoryIo();
     try {
       expect(await main(["--yes", "--json"], { root, pulumi, io, env: {}, now: () => NOW }), io.text()).toBe(0);
@@ -712,10 +708,7 @@ describe("reap-expired: the usage export fails after the tenant's keys were revo
     const live = (await shimKeys()).filter((k) => k.revoked_at === null).length;
     // The tenant's front answers 504 to the usage report only (a slow report behind nginx).
     const front = await frontProxy(shim.url, (method, url) => (method === "GET" && url.startsWith("/admin/usage") ? "gateway-timeout" : "forward"));
-    const { root, pulumi } = tenants();
-    withoutGolf(pulumi);
-    const bravo = pulumi.stacks.get("bravo")!;
-    bravo.outputs = { ...bravo.outputs, endpoint: `${front.url}/v1` };
+    const { root, pulumi, bravo } = tenantsWithBravoBehind(front);
     const run = async () => {
       const io = memoryIo();
       const code = await main(["--yes"], { root, pulumi, io, env: {}, now: () => NOW });
@@ -1024,10 +1017,7 @@ describe("reap-expired: gaps found by mutation review", () => {
     // The tenant's front forwards the first revoke, then answers 504 (its answer lost); the usage report 504s too.
     let deletes = 0;
     const front = await frontProxy(shim.url, (method, url) => ((method === "DELETE" && deletes++ === 0) || url.startsWith("/admin/usage") ? "gateway-timeout" : "forward"));
-    const { root, pulumi } = tenants();
-    withoutGolf(pulumi);
-    const bravo = pulumi.stacks.get("bravo")!;
-    bravo.outputs = { ...bravo.outputs, endpoint: `${front.url}/v1` };
+    const { root, pulumi, bravo } = tenantsWithBravoBehind(front);
     try {
       const first = memoryIo();
       expect(await main(["--yes"], { root, pulumi, io: first, env: {}, now: () => NOW })).toBe(1);
