@@ -358,6 +358,11 @@ export const IDEMPOTENCY_KEY = "idempotency-key";
 export function mayJoin(ctx: ShimContext, request: FastifyRequest, keyId: string): boolean {
   const idempotencyKey = request.headers[IDEMPOTENCY_KEY];
   if (idempotencyKey !== undefined) return typeof idempotencyKey === "string" && ctx.leftGenerations.idempotent(keyId, idempotencyKey) !== undefined;
+  return saysRetry(request) && ctx.leftGenerations.has(keyId);
+}
+
+/** Whether `request` says it is an SDK's retry: its attempt number (RETRY_COUNT) is 1 or more. */
+export function saysRetry(request: FastifyRequest): boolean {
   const count = request.headers[RETRY_COUNT];
-  return count !== undefined && count !== "0" && Number(count) >= 1 && ctx.leftGenerations.has(keyId);
+  return count !== undefined && count !== "0" && Number(count) >= 1;
 }

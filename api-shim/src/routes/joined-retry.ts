@@ -1,7 +1,7 @@
 import type { FastifyReply, FastifyRequest } from "fastify";
 import type { ShimContext } from "../context.ts";
 import { ShimError } from "../errors.ts";
-import { type LeftGeneration, mayJoin } from "../limits/left-generations.ts";
+import { type LeftGeneration, saysRetry } from "../limits/left-generations.ts";
 import { authHeaders } from "../limits/response-headers.ts";
 import { formatCredits } from "../money/money.ts";
 import { finishRequest } from "../observability/request-line.ts";
@@ -16,7 +16,7 @@ import { spliceJsonBytes } from "../requests/json-splice.ts";
  * first (openai 7.57 client.js, buildHeaders, with makeRequest's `retryCount: maxRetries -
  * retriesRemaining`), and openai-python the same header. A request without it, or with 0, is
  * never joined: identical bodies sent on purpose (sampling n times) are each generated
- * (left-generations.ts, mayJoin, which the auth hook asks too).
+ * (left-generations.ts: saysRetry, and mayJoin, which the auth hook asks).
  */
 
 /** On a joined retry's answer: the request whose generation (and charge) it is. */
@@ -31,11 +31,13 @@ export function callOf(upstreamPath: string, batch: boolean): string {
 
 /**
  * The left generation `request` may join: none unless it says it is a retry and its key has a
- * left generation (no hashing otherwise), then the same route and body bytes.
+ * left generation (no hashing otherwise), then the same route and body bytes. Asked only of a
+ * request without an Idempotency-Key (the handler looks that one up by its key instead), so the
+ * retry header alone is read, not mayJoin's two.
  */
 export function joinable(ctx: ShimContext, request: FastifyRequest, route: string, stream: boolean): LeftGeneration | undefined {
   const keyId = request.auth!.key.id;
-  if (stream || !mayJoin(ctx, request, keyId) || !request.rawBody) return undefined;
+  if (stream || !saysRetry(request) || !ctx.leftGenerations.has(keyId) || !request.rawBody) return undefined;
   return ctx.leftGenerations.find(keyId, route, request.rawBody);
 }
 
