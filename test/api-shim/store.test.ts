@@ -11,6 +11,7 @@ import { VolumeFullError } from "../../api-shim/src/store/sqlite-space.ts";
 import { failureToFailWith, startCheckpointer, stopCheckpointer } from "../../api-shim/src/store/sqlite-checkpointer.ts";
 import { SqliteStore } from "../../api-shim/src/store/sqlite-store.ts";
 import { reportSql } from "../../api-shim/src/store/sqlite-usage-report.ts";
+import { requestsSqliteSql } from "../../api-shim/src/store/request-rows.ts";
 import { StoreUnavailableError } from "../../api-shim/src/store/store.ts";
 import { corruptLedger } from "../support/corrupt-ledger.ts";
 import { failingIo } from "../support/failing-io.ts";
@@ -711,6 +712,14 @@ describe("SqliteStore", () => {
       };
       for (const p of plan(null)) expect(p).toMatch(/USING (COVERING )?INDEX ledger_usage_at /);
       for (const p of plan("k")) expect(p).toMatch(/USING (COVERING )?INDEX ledger_key_at /);
+      // GET /admin/requests/{id}: the request id through its index (added at open), not a scan of the ledger.
+      for (const keyId of [null, "k"]) {
+        const lookup = after.prepare(`EXPLAIN QUERY PLAN ${requestsSqliteSql({ requestId: "answered", keyId }, 1)}`).all({ requestId: "answered", keyId }) as { detail: string }[];
+        expect(lookup.map((r) => r.detail).join("; ")).toMatch(/SEARCH ledger USING INDEX ledger_usage_ref \(ref=\?\)/);
+      }
+      // Its rows kept: each request id's row found through the index.
+      const found = (id: string) => after.prepare<[string], { amount: number }>("SELECT amount FROM ledger WHERE kind = 'usage' AND ref = ?").all(id);
+      expect([found("answered"), found("left"), found("old")]).toEqual([[{ amount: 0 }], [{ amount: -1 }], [{ amount: -1 }]]);
     } finally {
       after.close();
     }

@@ -42,8 +42,9 @@ const COLUMNS = `id AS "rowId", ref AS "requestId", key_id AS "keyId", at, route
   price_id AS "priceId", served, ms, ${REPORTED_SQL} AS reported`;
 
 /**
- * The Postgres store's statement ($1…: requestSqlValues): a request id through a scan of the usage
- * rows (no index has the id: docs/decisions.md), a key's period through (key_id, at).
+ * The Postgres store's statement ($1…: requestSqlValues): a request id through the usage rows'
+ * index by id (ledger_usage_ref, built in the background: postgres-usage-index.ts; a scan until
+ * then), a key's period through (key_id, at).
  */
 export function requestsPgSql(q: Pick<RequestsQuery, "requestId" | "keyId">): string {
   if (q.requestId !== null) return `SELECT ${COLUMNS} FROM ledger WHERE kind = 'usage' AND ref = $1 ${q.keyId === null ? "" : "AND key_id = $2"} ORDER BY at, id`;
@@ -67,7 +68,9 @@ export interface RowAfter { at: number; id: number }
  */
 export function requestsSqliteSql(q: Pick<RequestsQuery, "requestId" | "keyId">, rows: number): string {
   const check = "(id & 4095 <> 0 OR shim_report_check())";
-  if (q.requestId !== null) return `SELECT ${COLUMNS} FROM ledger WHERE kind = 'usage' AND ref = @requestId ${q.keyId === null ? "" : "AND key_id = @keyId"} AND ${check} ORDER BY at, id`;
+  // `+key_id`: the request id's index (a row or two), never the key's (all its rows), whatever
+  // the planner guesses without statistics (no ANALYZE runs).
+  if (q.requestId !== null) return `SELECT ${COLUMNS} FROM ledger WHERE kind = 'usage' AND ref = @requestId ${q.keyId === null ? "" : "AND +key_id = @keyId"} AND ${check} ORDER BY at, id`;
   return `SELECT ${COLUMNS} FROM ledger WHERE key_id = @keyId AND at >= @from AND at < @to AND (at > @afterAt OR (at = @afterAt AND id > @afterId))
     AND kind = 'usage' AND ${check} ORDER BY at, id LIMIT ${rows}`;
 }

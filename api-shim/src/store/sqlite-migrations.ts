@@ -119,6 +119,7 @@ export function migrate(db: Database.Database, prices?: PricesSeen): SchemaMigra
   }
   const ms = version < MIGRATIONS.length ? performance.now() - started : 0;
   ensureServedColumn(db);
+  ensureRequestIndex(db);
   ensurePriceRecords(db, prices);
   ensureKeyEvents(db);
   return { from: version, to: MIGRATIONS.length, since: schemaDate(SCHEMA_DATES, MIGRATIONS.length), ms };
@@ -136,4 +137,15 @@ export function migrate(db: Database.Database, prices?: PricesSeen): SchemaMigra
 function ensureServedColumn(db: Database.Database): void {
   const columns = db.prepare<[], { name: string }>("SELECT name FROM pragma_table_info('ledger')").all();
   if (!columns.some((c) => c.name === "served")) db.exec("ALTER TABLE ledger ADD COLUMN served INTEGER");
+}
+
+/**
+ * GET /admin/requests/{id}'s index: a request id's usage rows found through it rather than a scan
+ * of the ledger. Made at open when missing, not a migration (as the served column): the previous
+ * version opens the file, and SQLite keeps the index up to date on its writes too, so a rollback
+ * needs no backup. Partial, as the lookup reads usage rows alone. The first open after the upgrade
+ * builds it (docs/api-shim/admin-reports.md has its time and size on a large ledger).
+ */
+function ensureRequestIndex(db: Database.Database): void {
+  db.exec("CREATE INDEX IF NOT EXISTS ledger_usage_ref ON ledger(ref) WHERE kind = 'usage'");
 }

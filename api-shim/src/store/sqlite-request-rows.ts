@@ -9,8 +9,8 @@ export type RequestsAsk = Omit<RequestsQuery, "signal" | "asker">;
 export interface RequestsPage { rows: RequestRow[]; after?: RowAfter }
 
 /**
- * The SQLite store's rows for `q`: a request id's in one batch (a few rows, through a scan of the
- * ledger's usage rows: no index has the id), a key's period one page of REPORT_BATCH_ROWS after
+ * The SQLite store's rows for `q`: a request id's in one batch (a few rows, through the usage
+ * rows' index by id: sqlite-migrations.ts), a key's period one page of REPORT_BATCH_ROWS after
  * `after` (request-rows.ts says why by pages). Each page is a statement of its own, so a slow
  * reader holds no read snapshot (the WAL checkpoints past it) and the worker holds no rows for it.
  * `check` ends the statement by throwing (the worker's stop and bound), as in a usage report.
