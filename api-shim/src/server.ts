@@ -100,9 +100,9 @@ async function main(): Promise<void> {
   const onConnectionsCut = (connections: number) =>
     logger.warn({ connections }, "the database did not answer the store's goodbye in time: its connections were cut");
   const onUsageIndex = (o: UsageIndexOutcome) => {
-    if (o.kind === "built") logger.info({ ms: o.ms }, "built the usage rows' time index: reports over all keys now read their period");
-    if (o.kind === "not-permitted") logger.warn({ reason: o.reason }, "could not build the usage rows' time index: it needs the role that owns the tables; reports over all keys scan the ledger until a replica running as that role builds it");
-    if (o.kind === "retrying") logger.warn({ reason: o.reason, code: o.code, retryMs: o.retryMs }, "building the usage rows' time index failed; it is tried again (reports over all keys scan the ledger meanwhile)");
+    if (o.kind === "built") logger.info({ ms: o.ms }, "built the usage rows' time and request id indexes: reports over all keys now read their period, a request's lookup its rows");
+    if (o.kind === "not-permitted") logger.warn({ reason: o.reason }, "could not build the usage rows' time and request id indexes: it needs the role that owns the tables; reports over all keys and request lookups scan the ledger until a replica running as that role builds them");
+    if (o.kind === "retrying") logger.warn({ reason: o.reason, code: o.code, retryMs: o.retryMs }, "building the usage rows' time and request id indexes failed; it is tried again (reports over all keys and request lookups scan the ledger meanwhile)");
   };
   // Each failed WAL checkpoint is counted; the warning comes at most once a minute (one a second
   // fails while the disk does).

@@ -12,6 +12,7 @@ import { probeSessions, sessionSettings } from "../../api-shim/src/store/postgre
 import { LOCK_CLASS, PG_MIGRATIONS } from "../../api-shim/src/store/postgres-migrations.ts";
 import { neverSent, worthAnotherTry } from "../../api-shim/src/store/postgres-failures.ts";
 import { reportSql } from "../../api-shim/src/store/postgres-reports.ts";
+import { requestsPgSql, requestsPgValues } from "../../api-shim/src/store/request-rows.ts";
 import { LOCK_KEY, SETTLE, SETTLE_UNRESERVED } from "../../api-shim/src/store/postgres-sql.ts";
 import { UsageIndexBuild, type UsageIndexOutcome } from "../../api-shim/src/store/postgres-usage-index.ts";
 import { Turns } from "../../api-shim/src/store/turns.ts";
@@ -185,6 +186,10 @@ describe("PostgresStore", () => {
     expect(await upgraded.usage({ keyId: "k", asker: "k", from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 4, promptTokens: 6, completionTokens: 13, cost: 2 }]);
     // The report's statements read through the ledger's indexes, not the whole table (which is
     // too small here for the planner to prefer an index on its own; for one key, either does).
+    // Later rows, free, and the planner's statistics: the period is a small part of the ledger,
+    // as in a real one, so the time index is the one that narrows it (not the request ids').
+    await sql(`INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms)
+      SELECT 'k', 1000 + g, 0, 'usage', 'later-' || g, 'chat', 'm', 200, 1, 1, false, 1 FROM generate_series(1, 5000) g; ANALYZE ledger`);
     const plan = async (keyId: string | null) => {
       const p = new pg.Client({ connectionString: url });
       await p.connect();
@@ -198,6 +203,23 @@ describe("PostgresStore", () => {
     };
     expect(await plan(null)).toMatch(/Index (Only )?Scan using ledger_usage_at /);
     expect(await plan("k")).toMatch(/Index (Only )?Scan using ledger_(key|usage)_at /);
+    // GET /admin/requests/{id}: the request id through its index (built in the background at
+    // start), with or without a key, not a scan of the ledger's usage rows; the rows kept.
+    for (const keyId of [null, "k"]) {
+      const lookup = { requestId: "answered", keyId };
+      const p = new pg.Client({ connectionString: url });
+      await p.connect();
+      try {
+        await p.query("SET enable_seqscan = off");
+        const { rows } = await p.query<{ "QUERY PLAN": string }>(`EXPLAIN ${requestsPgSql(lookup)}`, requestsPgValues({ ...lookup, from: 0, to: 0 }));
+        expect(rows.map((r) => r["QUERY PLAN"]).join("\n")).toMatch(/Index Scan using ledger_usage_ref /);
+      } finally {
+        await p.end();
+      }
+    }
+    expect(await sql("SELECT ref, amount FROM ledger WHERE kind = 'usage' AND at < 100 ORDER BY id")).toEqual([
+      { ref: "answered", amount: "0" }, { ref: "left", amount: "-1" }, { ref: "cut", amount: "0" }, { ref: "cut2", amount: "0" }, { ref: "old", amount: "-1" },
+    ]);
   });
 
   it("an upgrade that would wait for the ledger behind another session (a report under way) gives up within about a second, leaving the ledger as it was; the next start makes it", async () => {

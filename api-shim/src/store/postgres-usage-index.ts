@@ -4,7 +4,7 @@ import { NOT_PERMITTED_CODE } from "./postgres-failures.ts";
 import { LOCK_CLASS } from "./postgres-migrations.ts";
 import { connectSession, type StoreSession } from "./postgres-sessions.ts";
 
-/** What became of a replica's try at the usage rows' time index, for the log. */
+/** What became of a replica's try at the usage rows' indexes (by time, by request id), for the log. */
 export type UsageIndexOutcome =
   | { kind: "present" }
   | { kind: "built"; ms: number }
@@ -17,7 +17,15 @@ export type UsageIndexOutcome =
 /** Told each try's failure and, once, the final outcome. */
 export type UsageIndexListener = (event: UsageIndexOutcome) => void;
 
-const INDEX = "ledger_usage_at";
+/**
+ * The usage rows' indexes built in the background, each by name: by time (reports over all keys)
+ * and by request id (GET /admin/requests/{id}: a row or two found through it, not a scan of the
+ * ledger). Each built only when missing or invalid; one outcome for all.
+ */
+const INDEXES: readonly { name: string; columns: string }[] = [
+  { name: "ledger_usage_at", columns: "at" },
+  { name: "ledger_usage_ref", columns: "ref" },
+];
 /** Advisory-lock class of the build ("SHIM" + 1), apart from the replicas' liveness locks, which sweeps read. */
 const BUILD_LOCK_CLASS = LOCK_CLASS + 1;
 /** Between tries at the build lock while another replica builds. */
@@ -38,7 +46,9 @@ const KEEPALIVE_DELAY_MS = 10_000;
 
 /**
  * The usage rows' index by time, so a report over all keys (the operator's, reap-expired's
- * export) reads its period rather than the whole ledger, as on SQLite (its migration 4). Built in
+ * export) reads its period rather than the whole ledger, as on SQLite (its migration 4), and by
+ * request id (GET /admin/requests/{id}; SQLite's made at open). Not a schema version: a replica of
+ * the previous version still opens the database, and keeps the indexes up to date. Built in
  * the background with CREATE INDEX CONCURRENTLY, outside the migrations, once per database: in
  * a migration's transaction the build held the ledger's writes (replicas still serving failed
  * their settlements after 5 s), and on a ledger of tens of millions of rows it outlasted the
@@ -116,7 +126,7 @@ export class UsageIndexBuild {
       // The server's own id of the session, to cancel its build (behind a pooler, the driver's
       // processID is the pooler's).
       this.pid = (await bounded<{ pid: number }>("SELECT pg_backend_pid() AS pid")).rows[0]!.pid;
-      if (await valid(bounded)) return { kind: "present" };
+      if ((await missing(bounded)).length === 0) return { kind: "present" };
       // No bound on the server either: a role's or database's statement_timeout or lock_timeout
       // (a usual guard for DDL) would fail the build's waits for older transactions, a report's
       // among them, and leave an invalid index every write keeps up to date for nothing.
@@ -128,12 +138,15 @@ export class UsageIndexBuild {
         await this.sleep(LOCK_POLL_MS);
         if (this.stopped) return { kind: "stopped" };
       }
-      if (await valid(bounded)) return { kind: "present" }; // built meanwhile by the lock's last holder
+      const toBuild = await missing(bounded); // less those built meanwhile by the lock's last holder
+      if (toBuild.length === 0) return { kind: "present" };
       if (this.stopped) return { kind: "stopped" };
       this.building = true;
       const started = performance.now();
-      await c.query(`DROP INDEX CONCURRENTLY IF EXISTS ${INDEX}`); // an invalid one, left by a build cut short
-      await c.query(`CREATE INDEX CONCURRENTLY ${INDEX} ON ledger(at) WHERE kind = 'usage'`);
+      for (const { name, columns } of toBuild) {
+        await c.query(`DROP INDEX CONCURRENTLY IF EXISTS ${name}`); // an invalid one, left by a build cut short
+        await c.query(`CREATE INDEX CONCURRENTLY ${name} ON ledger(${columns}) WHERE kind = 'usage'`);
+      }
       return { kind: "built", ms: Math.round(performance.now() - started) };
     } catch (e) {
       failed = true;
@@ -174,8 +187,10 @@ export class UsageIndexBuild {
   }
 }
 
-/** Whether the index is there and usable. */
-async function valid(query: <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => Promise<pg.QueryResult<R>>): Promise<boolean> {
-  const { rows } = await query<{ valid: boolean }>("SELECT indisvalid AS valid FROM pg_index WHERE indexrelid = to_regclass($1)", [INDEX]);
-  return rows[0]?.valid === true;
+/** The indexes not there or not usable (a build cut short), in INDEXES' order. */
+async function missing(query: <R extends pg.QueryResultRow>(text: string, values?: unknown[]) => Promise<pg.QueryResult<R>>): Promise<typeof INDEXES> {
+  const { rows } = await query<{ name: string }>("SELECT n AS name FROM unnest($1::text[]) n JOIN pg_index i ON i.indexrelid = to_regclass(n) WHERE i.indisvalid",
+    [INDEXES.map((i) => i.name)]);
+  const usable = new Set(rows.map((r) => r.name));
+  return INDEXES.filter((i) => !usable.has(i.name));
 }
