@@ -278,7 +278,7 @@ describe("a key in the URL", () => {
       } else {
         expect(res.status, path).toBe(400);
         expect(JSON.parse(body), path).toEqual({ error: {
-          message: "An API key was found in the URL: send it in the Authorization header (Bearer), never in the URL, where proxies and logs keep it.",
+          message: "An API key was found in the URL (of this request, or in its Referer header, of the page that sent it): send it in the Authorization header (Bearer), never in a URL, where proxies and logs keep it.",
           type: "invalid_request_error", param: null, code: "api_key_in_url",
         } });
       }

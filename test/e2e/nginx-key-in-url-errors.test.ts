@@ -41,6 +41,17 @@ function raw(from: string, request: string): Promise<Raw> {
     });
   });
 }
+/** `request` sent byte for byte over plain HTTP (port 80's server) from the loopback address `from`: the whole answer. */
+function clearText(from: string, request: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let out = "";
+    const s = net.connect({ host: "127.0.0.1", port: HTTP_PORT, localAddress: from }, () => s.write(request));
+    s.setEncoding("latin1");
+    s.on("data", (d: string) => (out += d));
+    s.on("error", reject);
+    s.on("close", () => resolve(out));
+  });
+}
 const code = (r: Raw) => { try { return (JSON.parse(r.body) as { error: { code: string } }).error.code; } catch { return `not JSON: ${r.body.slice(0, 40)}`; } };
 
 describe("a key in the URL, refused before nginx chooses a location", () => {
@@ -68,14 +79,7 @@ describe("a key in the URL, refused before nginx chooses a location", () => {
       expect([[405, "method_not_allowed"], [501, "not_implemented"], [501, "invalid_request"]], what).toContainEqual([res.status, code(res)]);
     }
     // Port 80 the same: not a 405 saying https_required.
-    const plain = await new Promise<string>((resolve, reject) => {
-      let out = "";
-      const s = net.connect({ host: "127.0.0.1", port: HTTP_PORT, localAddress: "127.0.0.2" }, () => s.write(`TRACE /v1/models?key=${key} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`));
-      s.setEncoding("latin1");
-      s.on("data", (d: string) => (out += d));
-      s.on("error", reject);
-      s.on("close", () => resolve(out));
-    });
+    const plain = await clearText("127.0.0.2", `TRACE /v1/models?key=${key} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`);
     expect(plain).toMatch(/^HTTP\/1\.1 405 /);
     expect(plain).toContain('"code":"method_not_allowed"');
   });
@@ -121,14 +125,7 @@ describe("a key in the URL, refused before nginx chooses a location", () => {
     const body = "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nnot a chunk\r\n0\r\n\r\n";
     const refused = await raw("127.0.0.2", `POST /v1/chat/completions?key=${key} HTTP/1.1\r\nHost: localhost\r\n${body}`);
     expect([refused.status, code(refused)]).toEqual([400, "api_key_in_url"]);
-    const clear = await new Promise<string>((resolve, reject) => {
-      let out = "";
-      const s = net.connect({ host: "127.0.0.1", port: HTTP_PORT, localAddress: "127.0.0.2" }, () => s.write(`POST /v1/chat/completions?key=${key} HTTP/1.1\r\nHost: localhost\r\n${body}`));
-      s.setEncoding("latin1");
-      s.on("data", (d: string) => (out += d));
-      s.on("error", reject);
-      s.on("close", () => resolve(out));
-    });
+    const clear = await clearText("127.0.0.2", `POST /v1/chat/completions?key=${key} HTTP/1.1\r\nHost: localhost\r\n${body}`);
     expect(clear).toMatch(/^HTTP\/1\.1 400 [\s\S]*"code":"https_required"/);
     await new Promise((r) => setTimeout(r, 300));
     expect(edge.nginx.output()).not.toContain(key.slice(19));
@@ -155,16 +152,32 @@ describe("a key in the URL, refused before nginx chooses a location", () => {
   it("stays out of the error log with a malformed chunked body on a method nginx refuses before choosing a location (TRACE: 405), on 443 and port 80", async () => {
     const request = `TRACE /v1/models?key=${key} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nnot a chunk\r\n0\r\n\r\n`;
     expect((await raw("127.0.0.2", request)).status).toBe(400); // nginx's, for the malformed body
-    const clear = await new Promise<string>((resolve, reject) => {
-      let out = "";
-      const s = net.connect({ host: "127.0.0.1", port: HTTP_PORT, localAddress: "127.0.0.2" }, () => s.write(request));
-      s.setEncoding("latin1");
-      s.on("data", (d: string) => (out += d));
-      s.on("error", reject);
-      s.on("close", () => resolve(out));
-    });
+    const clear = await clearText("127.0.0.2", request);
     expect(clear).toMatch(/^HTTP\/1\.1 4\d\d /);
     await new Promise((r) => setTimeout(r, 300));
     expect(edge.nginx.output()).not.toContain(key.slice(19));
   });
+  // Found by the pentest of 2026-12-08: nginx's error-log lines (a body over client_max_body_size,
+  // a shim it cannot reach, times out on or that closes early) end with the request's Referer, as
+  // sent: a page whose own URL holds a key (`?key=sk-gs-…`) sent it to the log with every such
+  // line, whenever the browser sends the whole URL (a Referrer-Policy of unsafe-url or
+  // no-referrer-when-downgrade, older browsers' default).
+  it("refuses a key in the Referer header (the page's URL) before any error-log line can quote it, on 443 and port 80", async () => {
+    const referer = `Referer: https://app.example/chat?key=${key}\r\n`;
+    const over = "Content-Length: 5000000\r\nConnection: close\r\n\r\n";
+    const refused = await raw("127.0.0.2", `POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n${referer}${over}`);
+    expect([refused.status, code(refused)]).toEqual([400, "api_key_in_url"]);
+    expect(JSON.parse(refused.body).error.message).toContain("Referer");
+    // From an address the path's location does not serve, that location's own answer, as for a key in the URL.
+    const stranger = await raw("127.0.0.5", `POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n${referer}${over}`);
+    expect([stranger.status, code(stranger)]).toEqual([403, "forbidden"]);
+    // Sent over plain HTTP, the page's URL (and the key in it) crossed the network in clear.
+    expect(await clearText("127.0.0.2", `POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n${referer}${over}`))
+      .toMatch(/^HTTP\/1\.1 400 [\s\S]*"code":"https_required"/);
+    // A Referer without a key is no reason to refuse: nginx's 413 as before.
+    const plain = await raw("127.0.0.2", `POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nReferer: https://app.example/chat\r\n${over}`);
+    expect([plain.status, code(plain)]).toEqual([413, "request_too_large"]);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(edge.nginx.output()).not.toContain(key.slice(19));
+  }, 90_000); // nginx waits out each unsent 5 MB body (~5 s)
 });
