@@ -1,6 +1,7 @@
 import { coversEveryAddress, isCidr } from "./auth/client-address.ts";
 import { MAX_AUTHORIZATION_LENGTH } from "./auth/keys.ts";
 import { parseFileConfig, problem } from "./config-file.ts";
+import { readInstant } from "./requests/period.ts";
 import { DEFAULT_BODY_MEMORY_BYTES } from "./limits/body-memory.ts";
 import type { CacheIsolation } from "./requests/cache-salt.ts";
 import type { StructuredLimits } from "./requests/structured-limits.ts";
@@ -319,7 +320,7 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
 /**
  * SHIM_ADMIN_TOKEN_PREVIOUS with its SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL, for a planned rotation's
  * overlap. Refused: an UNTIL without a previous token (an overlap meant, and none set), one that
- * is not an ISO-8601 instant with a time zone (read in the host's zone it would end hours off),
+ * is not an instant readInstant reads (a time without its zone would end hours off),
  * a previous token equal to the current one (a rotation that changed nothing), or a previous
  * token without a current one (SHIM_ADMIN_TOKEN unset is the shim refusing every admin request).
  */
@@ -328,17 +329,18 @@ function previousAdminToken(env: Env, secrets: { SHIM_ADMIN_TOKEN: string | null
   const untilText = env.SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL?.trim() || null;
   let until: number | null = null;
   if (untilText !== null) {
-    until = ISO_INSTANT.test(untilText) ? Date.parse(untilText) : NaN;
-    if (Number.isNaN(until)) problems.push(`SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL: ${shownValue(untilText, secrets, /^[\dT:.Z+-]{1,35}$/.test(untilText) ? untilText : undefined)} is not valid; expected an ISO-8601 instant with its time zone, e.g. 2026-06-08T12:00:00Z`);
+    const read = readInstant(untilText);
+    if ("ms" in read) until = read.ms;
+    else problems.push(`SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL: ${read.why ?? `${shownValue(untilText, secrets, /^[\dT:.Z+-]{1,35}$/.test(untilText) ? untilText : undefined)} is not valid`}; expected ${PREVIOUS_UNTIL_SHAPE}`);
     if (previous === null) problems.push("SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL: is set without SHIM_ADMIN_TOKEN_PREVIOUS; expected both (the token being rotated out, and until when it is let in) or neither");
   }
   if (previous === null) return null;
   if (current === null) problems.push("SHIM_ADMIN_TOKEN_PREVIOUS: is set without SHIM_ADMIN_TOKEN; expected the new token in SHIM_ADMIN_TOKEN, the old one in SHIM_ADMIN_TOKEN_PREVIOUS");
   else if (previous === current) problems.push("SHIM_ADMIN_TOKEN_PREVIOUS: is the same as SHIM_ADMIN_TOKEN; expected the token being rotated out, which differs from the new one");
-  return { token: previous, until: until !== null && Number.isNaN(until) ? null : until };
+  return { token: previous, until };
 }
-/** An ISO-8601 date and time with seconds optional, fraction optional, and a zone (Z or ±hh:mm). */
-const ISO_INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/;
+/** What SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL (and the stack's previousAdminTokenUntil) takes, as period.ts readInstant reads it. */
+export const PREVIOUS_UNTIL_SHAPE = "an ISO-8601 instant with its time zone, e.g. 2026-06-08T12:00:00Z";
 
 function deepFreeze<T>(o: T): T {
   if (o && typeof o === "object" && !Object.isFrozen(o)) {

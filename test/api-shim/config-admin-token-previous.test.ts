@@ -38,7 +38,7 @@ describe("SHIM_ADMIN_TOKEN_PREVIOUS and SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL", () => 
     ["an end without its time zone (read in the host's, hours off)", { SHIM_ADMIN_TOKEN_PREVIOUS: PREVIOUS, SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL: "2026-06-08T12:00:00" },
       ['SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL: "2026-06-08T12:00:00" is not valid; expected an ISO-8601 instant with its time zone, e.g. 2026-06-08T12:00:00Z']],
     ["a date that does not exist", { SHIM_ADMIN_TOKEN_PREVIOUS: PREVIOUS, SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL: "2026-13-01T00:00:00Z" },
-      ['SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL: "2026-13-01T00:00:00Z" is not valid; expected an ISO-8601 instant with its time zone, e.g. 2026-06-08T12:00:00Z']],
+      ['SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL: 2026-13-01 is not a day: the month is 01 to 12; expected an ISO-8601 instant with its time zone, e.g. 2026-06-08T12:00:00Z']],
     ["the previous token equal to the current", { SHIM_ADMIN_TOKEN_PREVIOUS: CURRENT },
       ["SHIM_ADMIN_TOKEN_PREVIOUS: is the same as SHIM_ADMIN_TOKEN; expected the token being rotated out, which differs from the new one"]],
     ["a short previous token", { SHIM_ADMIN_TOKEN_PREVIOUS: "0123456789abcde" },
