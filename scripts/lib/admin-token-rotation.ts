@@ -42,7 +42,7 @@ export async function startRotation(stack: string, overlapMs: number, deps: Rota
   await mustSucceed(pulumi.run(setSecretArgs(stack, PREVIOUS), { input: current }), setSecretArgs(stack, PREVIOUS));
   await mustSucceed(pulumi.run(["config", "set", "--stack", stack, UNTIL, until]), ["config", "set", "--stack", stack, UNTIL, until]);
   io.err(`replacing the admin token and deploying (\`${commandLine(upArgs(stack, urn))}\`)…`);
-  const up = await pulumi.run(upArgs(stack, urn), { onOutput: progress(io) });
+  const up = await deploy(pulumi, io, upArgs(stack, urn));
   if (up.exitCode !== 0) {
     throw new UsageError(`\`pulumi up\` failed (exit ${up.exitCode}):\n${tail(up)}\n` +
       `Until a deploy succeeds, the host keeps the old admin token (the old admin token still works). Fix what it says, then run the same command again: it goes on from where this one stopped.`, { exit: "failed" });
@@ -68,7 +68,7 @@ export async function finishRotation(stack: string, deps: RotationDeps): Promise
   // Removing a key the config does not have succeeds: a run after a failed deploy does it again.
   for (const key of [PREVIOUS, UNTIL]) await mustSucceed(pulumi.run(["config", "rm", "--stack", stack, key]), ["config", "rm", "--stack", stack, key]);
   io.err(`deploying ${stack} without the previous admin token (\`${commandLine(upArgs(stack))}\`)…`);
-  const up = await pulumi.run(upArgs(stack), { onOutput: progress(io) });
+  const up = await deploy(pulumi, io, upArgs(stack));
   if (up.exitCode !== 0) {
     throw new UsageError(`\`pulumi up\` failed (exit ${up.exitCode}):\n${tail(up)}\n` +
       `The host still lets the old admin token in until its end: fix what it says, then run the same command again.`, { exit: "failed" });
@@ -120,12 +120,17 @@ async function mustSucceed(run: Promise<PulumiResult>, args: readonly string[]):
   return r;
 }
 
-/** Pulumi's output as it comes, each line indented, on stderr: a deploy takes minutes. */
-function progress(io: Io): (chunk: string) => void {
+/** `pulumi up` with its output as it comes, each line indented, on stderr: a deploy takes minutes. */
+async function deploy(pulumi: PulumiCli, io: Io, args: readonly string[]): Promise<PulumiResult> {
   let partial = "";
-  return (chunk) => {
-    const lines = (partial + chunk).split("\n");
-    partial = lines.pop()!;
-    for (const line of lines) if (line.trim() !== "") io.err(`  ${line}`);
-  };
+  const show = (text: string) => { for (const line of text.split("\n")) if (line.trim() !== "") io.err(`  ${line}`); };
+  const r = await pulumi.run(args, {
+    onOutput: (chunk) => {
+      const lines = (partial + chunk).split("\n");
+      partial = lines.pop()!;
+      show(lines.join("\n"));
+    },
+  });
+  show(partial); // a last line without its newline
+  return r;
 }

@@ -45,8 +45,10 @@ const argvs = (pulumi: FakePulumi) => pulumi.calls.map((c) => c.args.join(" "));
 describe("rotate-admin-token: the start of a planned rotation", () => {
   it("keeps the current token as the previous one until the overlap's end, replaces the admin token and deploys, then says what to do next", async () => {
     const pulumi = fakeAcme();
-    const { code, text } = await run(["--stack", "acme", "--overlap", "7d"], pulumi);
+    const { code, text, io } = await run(["--stack", "acme", "--overlap", "7d"], pulumi);
     expect(code).toBe(0);
+    // The deploy's own output, as it comes, on stderr: it takes minutes.
+    expect(io.stderr).toContain("  Update succeeded");
     expect(argvs(pulumi)).toEqual([
       "stack output --json --stack acme --show-secrets",
       "config --json --show-secrets --stack acme",
