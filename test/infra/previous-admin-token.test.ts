@@ -1,4 +1,6 @@
+import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
+import { parse } from "yaml";
 import { parseShimConfig } from "../../api-shim/src/config.ts";
 import { describeProblems, validateConfig } from "../../infra/config.ts";
 import type { ConfigProblem, TenantConfig } from "../../infra/config.ts";
@@ -102,4 +104,15 @@ describe(".env: SHIM_ADMIN_TOKEN_PREVIOUS and SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL", 
     expect(outside).toMatch(/^SHIM_ADMIN_TOKEN_PREVIOUS=$/m);
     expect(outside).toMatch(/^SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL=$/m);
   });
+});
+
+it("compose.yaml hands both to the shim alone, so a rotation's deploys recreate the shim and nothing else", () => {
+  const compose = parse(readFileSync(new URL("../../templates/compose.yaml", import.meta.url), "utf8")) as { services: Record<string, unknown> };
+  const using = (name: string) => Object.entries(compose.services).filter(([, s]) => JSON.stringify(s).includes(`\${${name}`)).map(([n]) => n);
+  expect(using("SHIM_ADMIN_TOKEN_PREVIOUS:")).toEqual(["shim"]);
+  expect(using("SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL:")).toEqual(["shim"]);
+  const shim = compose.services.shim as { environment: Record<string, string> };
+  // Empty when .env has none (a bundle run by hand from an older .env.example): the shim reads that as unset.
+  expect(shim.environment.SHIM_ADMIN_TOKEN_PREVIOUS).toBe("${SHIM_ADMIN_TOKEN_PREVIOUS:-}");
+  expect(shim.environment.SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL).toBe("${SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL:-}");
 });
