@@ -64,7 +64,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   const ctx: ShimContext = {
     ...deps,
     logRequest: requestLogger(deps.logger),
-    hideSecrets: secretRedactor([config.adminToken, config.upstreamApiKey]),
+    hideSecrets: secretRedactor([config.adminToken, config.adminTokenPrevious?.token ?? null, config.upstreamApiKey]),
     metrics,
     pricer: new Pricer(config.pricing, config.models),
     limiter: new RateLimiter(deps.clock, config.unauthenticatedRpm),

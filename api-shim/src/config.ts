@@ -1,6 +1,7 @@
 import { coversEveryAddress, isCidr } from "./auth/client-address.ts";
 import { MAX_AUTHORIZATION_LENGTH } from "./auth/keys.ts";
 import { parseFileConfig, problem } from "./config-file.ts";
+import { readInstant } from "./requests/period.ts";
 import { DEFAULT_BODY_MEMORY_BYTES } from "./limits/body-memory.ts";
 import type { CacheIsolation } from "./requests/cache-salt.ts";
 import type { StructuredLimits } from "./requests/structured-limits.ts";
@@ -100,6 +101,11 @@ export interface ShimConfig {
   readonly readyUrl: string | null;
   readonly databaseUrl: string;
   readonly adminToken: string | null;
+  /**
+   * The admin token being rotated out (SHIM_ADMIN_TOKEN_PREVIOUS), let in as well during a planned
+   * rotation's overlap, and until `until` (ms since the epoch; null: until it is unset).
+   */
+  readonly adminTokenPrevious: { readonly token: string; readonly until: number | null } | null;
   readonly trustProxy: readonly string[];
   readonly upstreamTimeoutMs: number;
   readonly streamIdleTimeoutMs: number;
@@ -184,7 +190,7 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     return v === undefined || v.trim() === "" ? null : v.trim();
   };
   // Never repeated in a problem, wherever they were put (shown-value.ts).
-  const secrets = { SHIM_ADMIN_TOKEN: str("SHIM_ADMIN_TOKEN"), SHIM_UPSTREAM_API_KEY: str("SHIM_UPSTREAM_API_KEY") };
+  const secrets = { SHIM_ADMIN_TOKEN: str("SHIM_ADMIN_TOKEN"), SHIM_ADMIN_TOKEN_PREVIOUS: str("SHIM_ADMIN_TOKEN_PREVIOUS"), SHIM_UPSTREAM_API_KEY: str("SHIM_UPSTREAM_API_KEY") };
   const bad = (where: string, value: unknown, allowed: string) => problems.push(problem(where, value, allowed, secrets));
   /** A variable's value that is not valid; `parsed`: its form to show when it parsed as what the variable wants (shownValue). */
   const badValue = (name: string, value: string, allowed: string, parsed?: string) =>
@@ -261,14 +267,19 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
   if (namesPostgres(databaseUrl)) problems.push(...driverEnvironmentProblems(env));
   // The messages do not repeat the token (it is a secret).
   const adminToken = secrets.SHIM_ADMIN_TOKEN;
-  // .env.example's placeholder left in place is published in the repository: /admin would be guarded by no secret.
-  if (headerToken("SHIM_ADMIN_TOKEN", adminToken, ADMIN_TOKEN, "< or >, as in a placeholder, a control character, or one beyond ASCII, whose bytes a client's would not match",
-    "ASCII letters, digits, punctuation and spaces (random: openssl rand -hex 32)", "set a secret of your own (random: openssl rand -hex 32)") &&
-    adminToken !== null) {
-    // A short admin token could be guessed; a longer one than the header read carries never matches.
-    if (adminToken.length < MIN_ADMIN_TOKEN_LENGTH) problems.push(`SHIM_ADMIN_TOKEN: is ${adminToken.length} characters long; expected at least ${MIN_ADMIN_TOKEN_LENGTH} (random: openssl rand -hex 24; the Pulumi program makes 48)`);
-    if (adminToken.length > MAX_ADMIN_TOKEN_LENGTH) problems.push(`SHIM_ADMIN_TOKEN: is ${adminToken.length} characters long; expected at most ${MAX_ADMIN_TOKEN_LENGTH} (with \`Bearer \`, the ${MAX_AUTHORIZATION_LENGTH} of the Authorization header the shim reads)`);
-  }
+  const adminTokenRules = (name: string, token: string | null): void => {
+    // .env.example's placeholder left in place is published in the repository: /admin would be guarded by no secret.
+    if (headerToken(name, token, ADMIN_TOKEN, "< or >, as in a placeholder, a control character, or one beyond ASCII, whose bytes a client's would not match",
+      "ASCII letters, digits, punctuation and spaces (random: openssl rand -hex 32)", "set a secret of your own (random: openssl rand -hex 32)") &&
+      token !== null) {
+      // A short admin token could be guessed; a longer one than the header read carries never matches.
+      if (token.length < MIN_ADMIN_TOKEN_LENGTH) problems.push(`${name}: is ${token.length} characters long; expected at least ${MIN_ADMIN_TOKEN_LENGTH} (random: openssl rand -hex 24; the Pulumi program makes 48)`);
+      if (token.length > MAX_ADMIN_TOKEN_LENGTH) problems.push(`${name}: is ${token.length} characters long; expected at most ${MAX_ADMIN_TOKEN_LENGTH} (with \`Bearer \`, the ${MAX_AUTHORIZATION_LENGTH} of the Authorization header the shim reads)`);
+    }
+  };
+  adminTokenRules("SHIM_ADMIN_TOKEN", adminToken);
+  const adminTokenPrevious = previousAdminToken(env, secrets, problems);
+  adminTokenRules("SHIM_ADMIN_TOKEN_PREVIOUS", secrets.SHIM_ADMIN_TOKEN_PREVIOUS);
   // Sent as `Authorization: Bearer <key>`: one a header cannot carry failed every request (502) and /ready.
   const upstreamApiKey = secrets.SHIM_UPSTREAM_API_KEY;
   if (upstreamApiKey !== null && /^bearer\s/i.test(upstreamApiKey)) problems.push('SHIM_UPSTREAM_API_KEY: starts with "Bearer ", which the shim adds itself; expected the key alone');
@@ -297,6 +308,7 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     readyUrl,
     databaseUrl,
     adminToken,
+    adminTokenPrevious,
     trustProxy,
     ...timeouts,
     logLevel,
@@ -304,6 +316,31 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     ...file,
   });
 }
+
+/**
+ * SHIM_ADMIN_TOKEN_PREVIOUS with its SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL, for a planned rotation's
+ * overlap. Refused: an UNTIL without a previous token (an overlap meant, and none set), one that
+ * is not an instant readInstant reads (a time without its zone would end hours off),
+ * a previous token equal to the current one (a rotation that changed nothing), or a previous
+ * token without a current one (SHIM_ADMIN_TOKEN unset is the shim refusing every admin request).
+ */
+function previousAdminToken(env: Env, secrets: { SHIM_ADMIN_TOKEN: string | null; SHIM_ADMIN_TOKEN_PREVIOUS: string | null }, problems: string[]): ShimConfig["adminTokenPrevious"] {
+  const { SHIM_ADMIN_TOKEN: current, SHIM_ADMIN_TOKEN_PREVIOUS: previous } = secrets;
+  const untilText = env.SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL?.trim() || null;
+  let until: number | null = null;
+  if (untilText !== null) {
+    const read = readInstant(untilText);
+    if ("ms" in read) until = read.ms;
+    else problems.push(`SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL: ${read.why ?? `${shownValue(untilText, secrets, /^[\dT:.Z+-]{1,35}$/.test(untilText) ? untilText : undefined)} is not valid`}; expected ${PREVIOUS_UNTIL_SHAPE}`);
+    if (previous === null) problems.push("SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL: is set without SHIM_ADMIN_TOKEN_PREVIOUS; expected both (the token being rotated out, and until when it is let in) or neither");
+  }
+  if (previous === null) return null;
+  if (current === null) problems.push("SHIM_ADMIN_TOKEN_PREVIOUS: is set without SHIM_ADMIN_TOKEN; expected the new token in SHIM_ADMIN_TOKEN, the old one in SHIM_ADMIN_TOKEN_PREVIOUS");
+  else if (previous === current) problems.push("SHIM_ADMIN_TOKEN_PREVIOUS: is the same as SHIM_ADMIN_TOKEN; expected the token being rotated out, which differs from the new one");
+  return { token: previous, until };
+}
+/** What SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL (and the stack's previousAdminTokenUntil) takes, as period.ts readInstant reads it. */
+export const PREVIOUS_UNTIL_SHAPE = "an ISO-8601 instant with its time zone, e.g. 2026-06-08T12:00:00Z";
 
 function deepFreeze<T>(o: T): T {
   if (o && typeof o === "object" && !Object.isFrozen(o)) {

@@ -111,6 +111,8 @@ declare module "fastify" {
     shimErrorCode?: string;
     /** Why its API key was refused (auth.ts keyRefusal), for the log line alone. */
     keyRefusal?: KeyRefusal;
+    /** An admin request let in with SHIM_ADMIN_TOKEN_PREVIOUS (auth.ts), for its log line. */
+    adminTokenPrevious?: true;
     /**
      * Aborted when a drain ends with this request still unanswered (not on inference routes,
      * which abort their own work): work that waits on the upstream listens to it.

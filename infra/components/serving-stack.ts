@@ -91,6 +91,7 @@ export class ServingStack extends pulumi.ComponentResource {
       renderEnvFile(envEntries(config, {
         vllmApiKey: vllm!, litellmMasterKey: litellm!, shimAdminToken: admin!, providerKeys: providerKeys as string[],
         ...(config.hfToken ? { hfToken: config.hfToken.reveal() } : {}),
+        ...(config.previousAdminToken ? { shimAdminTokenPrevious: config.previousAdminToken.token.reveal() } : {}),
       }, domain!))));
 
     // Without adminCidrs the firewall keeps SSH shut, so nothing can be copied or run on the

@@ -4,6 +4,7 @@ import { CONFIG_NAMESPACE } from "./types.ts";
 export const CONFIG_KEYS = [
   "region", "plan", "image", "model", "hfToken", "allowedCidrs", "adminCidrs", "tls", "keys", "tiers",
   "pricing", "providers", "volumeSizeGb", "ttlHours", "tags", "limits", "logs", "storage", "images", "readyTimeoutMinutes",
+  "previousAdminToken", "previousAdminTokenUntil",
 ] as const;
 
 /**
@@ -41,12 +42,13 @@ export function numberAsWritten(fileConfig: Readonly<Record<string, unknown>>, p
 }
 
 /**
- * Settings whose values may be secrets, whatever shape they were given in: `hfToken`, and all of
+ * Settings whose values may be secrets, whatever shape they were given in: `hfToken`,
+ * `previousAdminToken` (not its `…Until`), and all of
  * `providers` but each provider's name, model, maxOutputTokens, maxModelLen and mediaPartTokens (`providers.apiKey`, a missing `[0]`, made the
  * list an object holding the key, printed with "must be a list").
  */
 export function isSecretSetting(key: string): boolean {
-  return /^(hfToken|providers)(?![\w])/.test(key) && !/^providers\[\d+\]\.(name|model|maxOutputTokens|maxModelLen|mediaPartTokens)$/.test(key);
+  return /^(hfToken|previousAdminToken|providers)(?![\w])/.test(key) && !/^providers\[\d+\]\.(name|model|maxOutputTokens|maxModelLen|mediaPartTokens)$/.test(key);
 }
 
 /**
@@ -62,7 +64,7 @@ export function setSecretCommand(path: string, stack?: string): string {
 
 /** The environment variable setSecretCommand pipes secret setting `path` from. */
 export function secretVariable(path: string): string {
-  return path === "hfToken" ? "HF_TOKEN" : "PROVIDER_API_KEY";
+  return path === "hfToken" ? "HF_TOKEN" : path === "previousAdminToken" ? "PREVIOUS_ADMIN_TOKEN" : "PROVIDER_API_KEY";
 }
 
 /**

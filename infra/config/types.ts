@@ -146,6 +146,12 @@ export interface Images {
   readonly node: string;
 }
 
+/** previousAdminToken with previousAdminTokenUntil (an ISO-8601 UTC instant; none: until it is removed). */
+export interface PreviousAdminToken {
+  readonly token: Secret;
+  readonly until?: string;
+}
+
 /** Validated stack config: what every part of the program reads. Frozen. */
 export interface TenantConfig {
   /** The stack name: the tenant. Used in labels and tags. */
@@ -155,6 +161,8 @@ export interface TenantConfig {
   readonly image: string;
   readonly model: ModelConfig;
   readonly hfToken?: Secret;
+  /** The admin token being rotated out, let in beside the new one until `until` (docs/operations.md). */
+  readonly previousAdminToken?: PreviousAdminToken;
   readonly allowedCidrs: readonly string[];
   readonly adminCidrs: readonly string[];
   readonly tls: TlsConfig;

@@ -5,6 +5,7 @@ import { Secret } from "../secret.ts";
 import { isIPv6Cidr, OWN_ADDRESS_HINT, unreachableAdminEntries } from "./addresses.ts";
 import { normaliseCidr, Problems } from "./checks.ts";
 import { checkLogs } from "./logs.ts";
+import { checkPreviousAdminToken } from "./admin-token.ts";
 import { checkStorage } from "./storage.ts";
 import { isHubRepoId } from "./model-id.ts";
 import { checkSecret, checkShadowed, type ValidationContext } from "./secrets.ts";
@@ -74,6 +75,7 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
 
   const model = checkModel(p, raw.model, plan?.gpuCount ?? 1);
   const hfToken = secret("hfToken", raw.hfToken);
+  const previousAdminToken = checkPreviousAdminToken(p, secret("previousAdminToken", raw.previousAdminToken), raw.previousAdminTokenUntil);
   const allowedCidrs = p.cidrs("allowedCidrs", raw.allowedCidrs) ?? [...DEFAULT_ALLOWED_CIDRS];
   if (allowedCidrs.length === 0) p.add("allowedCidrs", "[]", "is empty, so nothing could reach the endpoint; list the client addresses, or 0.0.0.0/0 and ::/0 for everyone");
   const adminCidrs = p.cidrs("adminCidrs", raw.adminCidrs) ?? [];
@@ -108,6 +110,7 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
     tenant, region, plan, image, model, allowedCidrs, adminCidrs, tls, keys, tiers, pricing, providers,
     volumeSizeGb, tags, limits, logs, images, readyTimeoutMinutes,
     ...(hfToken ? { hfToken } : {}),
+    ...(previousAdminToken ? { previousAdminToken } : {}),
     ...(storage ? { storage } : {}),
     ...(ttlHours !== undefined ? { ttlHours } : {}),
   };

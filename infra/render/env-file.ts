@@ -7,6 +7,8 @@ export interface ServingSecrets {
   readonly vllmApiKey: string;
   readonly litellmMasterKey: string;
   readonly shimAdminToken: string;
+  /** The admin token being rotated out (the stack's previousAdminToken), during a rotation's overlap. */
+  readonly shimAdminTokenPrevious?: string;
   readonly hfToken?: string;
   /** Provider API keys by position in `config.providers`. */
   readonly providerKeys: readonly string[];
@@ -29,6 +31,7 @@ export function envEntries(config: TenantConfig, secrets: ServingSecrets, tlsDom
     ["VLLM_API_KEY", secrets.vllmApiKey],
     ["LITELLM_MASTER_KEY", secrets.litellmMasterKey],
     ["SHIM_ADMIN_TOKEN", secrets.shimAdminToken],
+    ...previousAdminTokenEntries(config, secrets),
     ["HF_TOKEN", secrets.hfToken ?? ""],
   ];
   config.providers.forEach((p, i) => {
@@ -37,6 +40,21 @@ export function envEntries(config: TenantConfig, secrets: ServingSecrets, tlsDom
     entries.push([providerKeyVar(p, i), key]);
   });
   return entries;
+}
+
+/**
+ * SHIM_ADMIN_TOKEN_PREVIOUS and its _UNTIL: the stack's previousAdminToken(Until) during a planned
+ * rotation, else empty (Compose passes them empty, the shim's unset). A previous token that is the
+ * current one is refused here, before the deploy: the shim would refuse to start with it, and the
+ * stack would be left without its shim. It means the admin token was not replaced (a failed or
+ * skipped `--replace`), or the rotation is over and previousAdminToken was left set.
+ */
+function previousAdminTokenEntries(config: TenantConfig, secrets: ServingSecrets): [string, string][] {
+  const previous = secrets.shimAdminTokenPrevious ?? "";
+  if (previous !== "" && previous === secrets.shimAdminToken) {
+    throw new Error("previousAdminToken is the stack's current admin token: the admin token was not replaced (npm run rotate-admin-token replaces it), or the rotation is over (npm run rotate-admin-token -- --finish)");
+  }
+  return [["SHIM_ADMIN_TOKEN_PREVIOUS", previous], ["SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL", config.previousAdminToken?.until ?? ""]];
 }
 
 /**
@@ -56,6 +74,7 @@ const EXAMPLE_COMMENTS: Readonly<Record<string, string>> = {
   GS_DATA_DIR: "# Where the model weights, the shim's database and the certificates live.",
   TLS_DOMAIN: "# The certificate's DNS name (Let's Encrypt): a name whose A record points at this host.",
   HF_TOKEN: "# Only for gated models.",
+  SHIM_ADMIN_TOKEN_PREVIOUS: "# During a planned rotation of the admin token: the old one, let in until SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL (empty: none).",
 };
 
 /**
@@ -73,6 +92,7 @@ export function renderEnvExample(config: TenantConfig): string {
     vllmApiKey: placeholder("VLLM_API_KEY"),
     litellmMasterKey: `sk-${placeholder("LITELLM_MASTER_KEY")}`,
     shimAdminToken: placeholder("SHIM_ADMIN_TOKEN"),
+    ...(config.previousAdminToken ? { shimAdminTokenPrevious: "<shim-admin-token-previous: the admin token being rotated out>" } : {}),
     providerKeys: config.providers.map((p) => `<your ${p.provider} API key for ${p.name}>`),
   }, config.tls.domain ?? (config.tls.mode === "letsencrypt" ? DNS_NAME_PLACEHOLDER : "")); // read by certbot alone
   const lines = [

@@ -16,7 +16,7 @@ const hasPromtool = promtool.error === undefined && promtool.status === 0;
 describe("/metrics under `promtool check metrics`", () => {
   const f = shimProcessFixture("shim-promtool-");
 
-  it("a scrape after chat, streams, embeddings, refusals, upstream failures and a stale hold released at start: promtool finds no problem", async (ctx) => {
+  it("a scrape after chat, streams, embeddings, refusals, upstream failures, the previous admin token and a stale hold released at start: promtool finds no problem", async (ctx) => {
     if (!hasPromtool) return ctx.skip("promtool is not installed (apt-get install prometheus; .ci/run installs it)");
     const { key } = f;
     // A hold left by a process killed mid-stream, released by the next start.
@@ -29,7 +29,8 @@ describe("/metrics under `promtool check metrics`", () => {
     f.output.keep(first);
     await stream.next().catch(() => undefined);
     f.fake.reset();
-    const p = await f.start();
+    // A rotation's overlap: the previous admin token is let in and counted.
+    const p = await f.start({ SHIM_ADMIN_TOKEN_PREVIOUS: f.previousAdminToken, SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL: "2999-01-01T00:00:00Z" });
     expect(releasedAtStart(p)).toBe(1);
 
     const headers = { authorization: `Bearer ${key.key}`, "content-type": "application/json" };
@@ -49,6 +50,7 @@ describe("/metrics under `promtool check metrics`", () => {
     expect(await post("/v1/chat/completions", { ...chat, model: "not-served" })).toBe(404);
     expect(await post("/v1/chat/completions", { ...chat, max_tokens: 0 })).toBe(400); // the upstream's refusal
     expect((await fetch(`${p.url}/no/such/path`, { headers })).status).toBe(404);
+    expect((await fetch(`${p.url}/admin/keys`, { headers: { authorization: `Bearer ${f.previousAdminToken}` } })).status).toBe(200);
     f.fake.set({ failStatus: 500 });
     expect(await post("/v1/chat/completions", chat)).toBe(502);
     f.fake.set({ failStatus: null, stopAfterTokens: 1, stopMode: "error" });
@@ -57,7 +59,7 @@ describe("/metrics under `promtool check metrics`", () => {
 
     const scrape = await (await fetch(`${p.url}/metrics`)).text();
     // The traffic reached the families an operator alerts on, and Node's defaults are there.
-    for (const series of ["shim_stale_reservations_released_total 1", 'shim_upstream_failures_total{reason="status_500"} 1', 'shim_upstream_failures_total{reason="stream_error"} 1', 'shim_upstream_refusals_total{reason="status_400"} 1', 'shim_tokens_total{model="qwen2.5-7b",kind="completion"}', 'shim_requests_total{route="unmatched",status="404"} 1', "process_start_time_seconds", "nodejs_active_handles"]) {
+    for (const series of ["shim_stale_reservations_released_total 1", "shim_admin_previous_token_requests_total 1", 'shim_upstream_failures_total{reason="status_500"} 1', 'shim_upstream_failures_total{reason="stream_error"} 1', 'shim_upstream_refusals_total{reason="status_400"} 1', 'shim_tokens_total{model="qwen2.5-7b",kind="completion"}', 'shim_requests_total{route="unmatched",status="404"} 1', "process_start_time_seconds", "nodejs_active_handles"]) {
       expect(scrape).toContain(series);
     }
     const lint = spawnSync("promtool", ["check", "metrics"], { input: scrape, encoding: "utf8" });

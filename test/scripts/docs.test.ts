@@ -10,7 +10,7 @@ const markdownIn = (dir: string) => readdirSync(new URL(`../../${dir}/`, import.
 /** Every page the docs checks read: the README, docs/*.md and the shim's reference pages (docs/api-shim/). */
 const docPages = () => ["README.md", ...markdownIn("docs"), ...markdownIn("docs/api-shim")];
 const pkg = JSON.parse(read("package.json")) as { scripts: Record<string, string> };
-const SCRIPTS = ["new-tenant", "list-tenants", "manage-keys", "report-usage", "backup-ledger", "smoke-test", "reap-expired"];
+const SCRIPTS = ["new-tenant", "list-tenants", "manage-keys", "report-usage", "backup-ledger", "smoke-test", "reap-expired", "rotate-admin-token"];
 
 describe("operator scripts: npm scripts, --help and the docs agree", () => {
   it.each(SCRIPTS)("npm run %s: runs its script, whose --help starts with its usage", async (name) => {

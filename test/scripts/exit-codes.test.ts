@@ -86,6 +86,7 @@ describe("exit codes", () => {
     ["backup-ledger", ["--stak", "acme"]],
     ["list-tenants", ["--jsn"]],
     ["reap-expired", ["--concurrency", "0"]],
+    ["rotate-admin-token", ["--stack", "acme", "--overlap", "1w"]],
     ["smoke-test", ["--url", "http://127.0.0.1:1"]], // no API key
     ["new-tenant", ["acme", "--region"]],
     ["render-stack", ["--bogus"]],
@@ -177,7 +178,7 @@ describe("exit codes", () => {
     expect(closed.code, closed.stderr).toBe(3);
   });
 
-  it.each(["backup-ledger", "list-tenants", "manage-keys", "new-tenant", "reap-expired", "render-stack", "report-usage", "smoke-test"])("%s --help lists the exit codes, exit 0", async (script) => {
+  it.each(["backup-ledger", "list-tenants", "manage-keys", "new-tenant", "reap-expired", "render-stack", "report-usage", "rotate-admin-token", "smoke-test"])("%s --help lists the exit codes, exit 0", async (script) => {
     const r = await run(script, ["--help"]);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain(EXIT_CODES_USAGE);

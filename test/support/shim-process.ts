@@ -247,16 +247,19 @@ export async function openStream(p: ShimProcess, apiKey: string, maxTokens: numb
  * The setup the process tests share (call it inside a describe): a fake vLLM, a temporary
  * directory with the SQLite file and the config of `writeProcessConfig`, one bootstrap key and an
  * admin token; `start` runs a shim on them, and at the end every process is killed, the directory
- * removed and what they wrote scanned for the key and the token. `dir`, `fake` and `env` are set
+ * removed and what they wrote scanned for the key and the tokens (previousAdminToken's too). `dir`, `fake` and `env` are set
  * once the describe's tests run.
  */
 export function shimProcessFixture(prefix: string) {
   const key = generateKey();
   const adminToken = `adm-${generateKey().key}`;
-  const output = new ShimProcesses(() => [key.key, adminToken]);
+  // Not in `env`: a test that starts a shim with it as SHIM_ADMIN_TOKEN_PREVIOUS has it scanned for too.
+  const previousAdminToken = `adm-prev-${generateKey().key}`;
+  const output = new ShimProcesses(() => [key.key, adminToken, previousAdminToken]);
   const f = {
     key,
     adminToken,
+    previousAdminToken,
     output,
     dir: "",
     fake: undefined as unknown as FakeVllm,

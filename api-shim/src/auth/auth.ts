@@ -31,10 +31,9 @@ export function authHook(ctx: ShimContext) {
       // the Pulumi program makes 48 letters and digits) and to adminCidrs, which nginx keeps
       // /admin to. Failed admin tokens have a budget of their own, so failed API keys do not
       // spend it.
-      const admin = ctx.config.adminToken;
-      if (token !== undefined && admin !== null && secretsEqual(token, admin)) {
-        return;
-      }
+      const which = token === undefined ? undefined : adminTokenUsed(ctx, token);
+      if (which === "current") return;
+      if (which === "previous") return previousTokenUsed(ctx, request, reply);
       throttleUnauthenticated(ctx, request, "admin");
       throw new ShimError("invalid_admin_token");
     }
@@ -83,6 +82,37 @@ export function authHook(ctx: ShimContext) {
       throw tooManyInFlight(ctx, request.auth, limits.concurrency);
     }
   };
+}
+
+/**
+ * Which admin token `token` is: the current one, the previous one during a rotation's overlap
+ * (SHIM_ADMIN_TOKEN_PREVIOUS, before its UNTIL), or neither. Both are always compared, each in
+ * constant time, so how long the answer takes says neither which one matched nor whether a
+ * previous token is set; a previous token past its UNTIL is compared too, and then is wrong.
+ */
+function adminTokenUsed(ctx: ShimContext, token: string): "current" | "previous" | undefined {
+  const { adminToken, adminTokenPrevious } = ctx.config;
+  // Compared with a token that cannot match when unset, so the work done is the same.
+  const current = secretsEqual(token, adminToken ?? UNSET) && adminToken !== null;
+  const previous = secretsEqual(token, adminTokenPrevious?.token ?? UNSET) && adminTokenPrevious !== null;
+  if (current) return "current";
+  const live = adminTokenPrevious !== null && (adminTokenPrevious.until === null || ctx.clock.now() < adminTokenPrevious.until);
+  return previous && live ? "previous" : undefined;
+}
+/** What an unset admin token is compared with: `bearerToken` never returns an empty token. */
+const UNSET = "";
+
+/**
+ * An admin request let in with the previous token: served, and said on the answer (the caller
+ * sees it should move), on its log line and in a counter (the operator sees who has yet to),
+ * the token itself in none of them.
+ */
+function previousTokenUsed(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply): void {
+  request.adminTokenPrevious = true;
+  ctx.metrics.previousAdminToken.inc();
+  reply.header("x-admin-token-previous", "true");
+  const until = ctx.config.adminTokenPrevious?.until;
+  if (until != null) reply.header("x-admin-token-previous-until", new Date(until).toISOString());
 }
 
 /**

@@ -55,6 +55,8 @@ export interface RequestLine {
   replayed?: string;
   /** Why its API key was refused (a 401, or the address's 429 that followed): context.ts KeyRefusal. */
   keyRefused?: string;
+  /** "previous": an admin request let in with SHIM_ADMIN_TOKEN_PREVIOUS, by a client still to move to the new token. */
+  adminToken?: "previous";
 }
 
 /**
@@ -85,7 +87,8 @@ export function requestLogger(logger: Logger): (line: RequestLine) => void {
       `{"level":30${time()}${chindings},"reqId":${q(line.reqId)},"method":${q(line.method)},"path":${q(line.path)},"status":${line.status},"ms":${line.ms},` +
         `"keyId":${line.keyId === null ? "null" : q(line.keyId)},"model":${line.model === null ? "null" : q(line.model)},"tokens":${line.tokens},"cost":${line.cost}` +
         `${line.error === undefined ? "" : `,"error":${q(line.error)}`}${line.cause === undefined ? "" : `,"cause":${q(line.cause)}`}` +
-        `${line.joined === undefined ? "" : `,"joined":${q(line.joined)}`}${line.replayed === undefined ? "" : `,"replayed":${q(line.replayed)}`}${line.keyRefused === undefined ? "" : `,"keyRefused":${q(line.keyRefused)}`},"msg":"request"}\n`,
+        `${line.joined === undefined ? "" : `,"joined":${q(line.joined)}`}${line.replayed === undefined ? "" : `,"replayed":${q(line.replayed)}`}${line.keyRefused === undefined ? "" : `,"keyRefused":${q(line.keyRefused)}`}` +
+        `${line.adminToken === undefined ? "" : `,"adminToken":${q(line.adminToken)}`},"msg":"request"}\n`,
     );
   };
 }

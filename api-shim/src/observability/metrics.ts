@@ -42,6 +42,7 @@ export class Metrics {
   readonly releasedReservations: Counter;
   readonly cappedCharges: Counter<"model">;
   readonly checkpointFailures: Counter;
+  readonly previousAdminToken: Counter;
   private volumeFree: Gauge | undefined;
   private ready: Gauge | undefined;
 
@@ -87,6 +88,7 @@ export class Metrics {
     this.upstreamRefusals = new Counter({ name: "shim_upstream_refusals_total", help: "Requests the upstream refused as the client's own error (400, 422, a 404 naming the model, 413), relayed to the client as a 4xx, by reason.", labelNames: ["reason"], registers });
     this.releasedReservations = new Counter({ name: "shim_stale_reservations_released_total", help: "Credit holds released because their process is gone or lost its liveness lock: at start, and by the Postgres store's sweeps while serving. A request still in flight then settles without a hold (charged if the balance covers it).", registers });
     this.cappedCharges = new Counter({ name: "shim_charges_capped_total", help: "Charges capped at their hold: usage worth more than the most the request was allowed to cost.", labelNames: ["model"], registers });
+    this.previousAdminToken = new Counter({ name: "shim_admin_previous_token_requests_total", help: "Admin requests let in with SHIM_ADMIN_TOKEN_PREVIOUS, the admin token being rotated out: a client (a cron job, a dashboard) still to move to the new one. Their log lines say adminToken \"previous\".", registers });
     this.checkpointFailures = new Counter({ name: "shim_sqlite_checkpoint_failures_total", help: "WAL checkpoints of the SQLite store that failed (a disk error): the WAL grows meanwhile; after a minute of failures with none completing the store fails closed.", registers });
     if (options.defaultMetrics) {
       collectDefaultMetrics({ register: this.registry });

@@ -41,5 +41,6 @@ export function finishRequest(ctx: ShimContext, request: FastifyRequest, status:
     ...(s.joined ? { joined: s.joined } : {}),
     ...(s.replayed ? { replayed: s.replayed } : {}),
     ...(request.keyRefusal ? { keyRefused: request.keyRefusal.reason } : {}),
+    ...(request.adminTokenPrevious ? { adminToken: "previous" as const } : {}),
   });
 }
