@@ -48,6 +48,9 @@ describe("a key's name holding terminal escapes and a bidi override", () => {
     expect(stdout).toContain("evil\\u009b2J\\u001b]0;owned\\u0007\\u000d\\u202eanalp");
     // The row keeps its columns after the name.
     expect(stdout.split("\n")[1]).toMatch(/^AAAAAAAAAAAA +evil\S+ +free +10 +0 +0 +10 +all /);
+    // And its columns stay under their headers: the name is as wide as it is shown, escaped.
+    const [header, row] = stdout.split("\n") as [string, string];
+    expect(row.indexOf(" free ") + 1).toBe(header.indexOf("TIER"));
   });
 
   it("manage-keys list --json stays valid JSON that reads back as the name the API gave", async () => {
