@@ -6,12 +6,30 @@
  */
 
 /**
- * Control characters (C0 and DEL) in text that names things (key names, model names): none has
- * a use there, and a NUL cannot be stored in a Postgres text column, so it would fail a write
- * deep in the store instead of being a 400. Notes may hold tabs and line breaks.
+ * The characters that act on what follows them rather than show: Unicode's controls, C0, DEL and
+ * C1 (U+0080-U+009F: U+009B is CSI, an escape sequence's start to a terminal that reads 8-bit
+ * controls, U+0085 a line break), and the bidi embeddings, overrides and isolates (U+202A-U+202E,
+ * U+2066-U+2069), which reverse the rest of a line as shown: a key's name that reordered a table
+ * row of manage-keys list. The right-to-left marks (U+200E, U+200F, U+061C) act on their neighbours
+ * alone and stay. One list for what the admin API refuses and what the scripts escape on a terminal
+ * (scripts/lib/terminal-text.ts).
+ */
+const BEYOND_C0 = "\\u007f-\\u009f\\u202a-\\u202e\\u2066-\\u2069";
+/** As a regular expression's character class holds them. */
+export const ACTING_CHARACTERS = `\\u0000-\\u001f${BEYOND_C0}`;
+
+const ACTING = new RegExp(`[${ACTING_CHARACTERS}]`);
+/** The same without tab, line feed and carriage return, which a note may have. */
+const ACTING_BUT_LINE_BREAKS = new RegExp(`[\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f${BEYOND_C0}]`);
+
+/**
+ * Control characters (above) in text that names things (key names, model names): none has a use
+ * there, a NUL cannot be stored in a Postgres text column, so it would fail a write deep in the
+ * store instead of being a 400, and the others rewrite an operator's terminal or reorder what a
+ * table shows. Notes may hold tabs and line breaks.
  */
 export function hasControlCharacters(text: string, options: { lineBreaks?: boolean } = {}): boolean {
-  return (options.lineBreaks ? /[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/ : /[\u0000-\u001f\u007f]/).test(text);
+  return (options.lineBreaks ? ACTING_BUT_LINE_BREAKS : ACTING).test(text);
 }
 
 /**

@@ -79,8 +79,8 @@ export class ServingStack extends pulumi.ComponentResource {
 
     // The bundle: pure render functions over config, pinned images and key hashes.
     const images = pinImages(name, config.images, this);
-    const bundle = pulumi.all([images, pulumi.all(keys.map((k) => k.record))]).apply(([resolved, records]) =>
-      renderBundle(config, { images: resolved, bootstrapKeys: records }));
+    const bundle = pulumi.all([images, pulumi.all(keys.map((k) => k.record)), this.tlsDomain]).apply(([resolved, records, tlsDomain]) =>
+      renderBundle(config, { images: resolved, bootstrapKeys: records, tlsDomain }));
     this.bundleHash = bundle.apply(bundleHash);
 
     const certificate = serverCertificate(name, config.tls.mode, { domain: this.tlsDomain, ip }, this);

@@ -21,6 +21,11 @@ export interface BundleInputs {
   readonly images: Images;
   /** Bootstrap keys (hashes only); `render` has none, since Pulumi makes them at deploy time. */
   readonly bootstrapKeys: readonly BootstrapKeyRecord[];
+  /**
+   * The certificate's DNS name, which port 80 redirects to: `pulumi up` knows it (tls.domain or
+   * Linode's name for the host); `render` has tls.domain alone.
+   */
+  readonly tlsDomain?: string;
 }
 
 /**
@@ -32,7 +37,7 @@ export interface BundleInputs {
 export function renderBundle(config: TenantConfig, inputs: BundleInputs): Bundle {
   const files = new Map<string, string>([
     [".env.example", renderEnvExample(config)],
-    ["nginx/nginx.conf", renderNginxConf(config)],
+    ["nginx/nginx.conf", renderNginxConf(config, inputs.tlsDomain)],
     ["nginx/reload-on-cert-change.sh", readTemplate("bundle/reload-on-cert-change.sh")],
     ["litellm/config.yaml", renderLitellmConfig(config)],
     ["shim/config.yaml", renderShimConfig(config, inputs.bootstrapKeys)],

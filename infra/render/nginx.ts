@@ -52,9 +52,10 @@ function clientAddressLog(mode: ClientAddressLogging): { clientAddressMap: strin
  * HTTP server that only redirects and answers ACME challenges, or (tls.mode off) one HTTP
  * server for the API; and the host's own port (NGINX_LOCAL_PORT), the API without per-address
  * limits. Its upstreams: `shim:8080`, and `vllm:8000` for /metrics/vllm alone (resolved at each
- * request, so nginx never waits for vLLM to start).
+ * request, so nginx never waits for vLLM to start). `tlsDomain`: the certificate's name, which
+ * port 80 redirects to (the stack's tls.domain unless `pulumi up` knows Linode's name for the host).
  */
-export function renderNginxConf(config: TenantConfig): string {
+export function renderNginxConf(config: TenantConfig, tlsDomain = config.tls.domain): string {
   const { limits } = config;
   const adminGeo = geoEntries(config.adminCidrs, { empty: "adminCidrs is empty: nobody.", everyone: "adminCidrs holds 0.0.0.0/0: everyone." });
   const apiGeo = geoEntries([DOCKER_GATEWAY_CIDR, ...config.allowedCidrs]);
@@ -84,7 +85,10 @@ export function renderNginxConf(config: TenantConfig): string {
   const servers = config.tls.mode === "off"
     ? [fill("server-http-api.conf", { healthz, apiLocations }), host]
     : [
-      fill("server-http-redirect.conf", { healthz, errorPages }),
+      // The name port 80 redirects to: `tlsDomain` (a DNS name, checked by tls.ts, or Linode's
+      // name for the host), known to `pulumi up`; `$host` only for a render of a stack without
+      // tls.domain, whose name only the host's .env holds (TLS_DOMAIN, read by certbot alone).
+      fill("server-http-redirect.conf", { healthz, errorPages, redirectHost: tlsDomain ?? "$host" }),
       fill("server-https.conf", { apiLocations }),
       host,
     ];

@@ -7,6 +7,7 @@ import { readInstant } from "../../api-shim/src/requests/period.ts";
 import { closestName } from "./closest-name.ts";
 import { EXIT_CODES_USAGE, exitCodeOf, UsageError } from "./exit-codes.ts";
 import { typographicDashFlag } from "./typographic-dash.ts";
+import { terminalText } from "./terminal-text.ts";
 
 // Re-exported: every script imports what it prints and throws from here.
 export { EXIT_CODES_USAGE, UsageError };
@@ -20,10 +21,12 @@ export interface Io {
   write(text: string): void;
 }
 
+// Lines (for the operator, or JSON) escape what a terminal acts on (terminal-text.ts); bytes (a
+// CSV) only on a terminal: piped to a file, they stay as the API sent them.
 export const consoleIo: Io = {
-  out: (text) => console.log(text),
-  err: (text) => console.error(text),
-  write: (text) => { process.stdout.write(text); },
+  out: (text) => console.log(terminalText(text)),
+  err: (text) => console.error(terminalText(text)),
+  write: (text) => { process.stdout.write(process.stdout.isTTY ? terminalText(text) : text); },
 };
 
 /** An Io that keeps every line, for tests and for scripts that print a report at the end. */

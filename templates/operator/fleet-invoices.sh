@@ -14,6 +14,9 @@
 # listed: its usage to the day is in usage/<tenant>-usage-<time>.csv, its credits (grants,
 # top-ups, write-offs) in usage/<tenant>-credits-<time>.json.
 set -uo pipefail
+# The files name each customer's keys, usage and credits: readable by the operator alone (0600, a
+# directory made here 0700; one that exists keeps its mode, as reap-expired's --usage-dir does).
+umask 077
 
 month="${1:?usage: fleet-invoices.sh <YYYY-MM> [dir]}"
 dir="${2:-invoices}"

@@ -69,4 +69,26 @@ describe("admin API edges", () => {
     const res = await h.admin("/admin/keys", { method: "POST", body: JSON.stringify({ name: "  team-09 " }) });
     expect(((await res.json()) as { name: string }).name).toBe("team-09");
   });
+
+  it("refuses a name or note holding what a terminal or a line's display acts on: a C1 control (U+009B starts an escape sequence) or a bidi override", async () => {
+    // Found by the penetration test of the operator's side: both were stored, and manage-keys list
+    // printed them as they were, U+009B to the operator's terminal, U+202E reversing the rest of the row.
+    const create = (name: string) => h.admin("/admin/keys", { method: "POST", body: JSON.stringify({ name }) });
+    for (const [name, code] of [["red \u009b31m", "U+009B"], ["next\u0085line", "U+0085"], ["bidi \u202egnp.exe", "U+202E"], ["iso \u2067x", "U+2067"]]) {
+      const res = await create(name!);
+      expect(res.status, code).toBe(400);
+      expect(((await res.json()) as { error: { param: string; message: string } }).error, code).toEqual(expect.objectContaining({
+        param: "name", message: `'name' has a control character (${code}): a key's name is 1 to 200 characters, without control characters.`,
+      }));
+    }
+    const { id } = await h.createKey({ credits: 0 });
+    for (const note of ["paid \u009b2J", "paid \u202e001"]) {
+      const res = await h.admin(`/admin/keys/${id}/credits`, { method: "POST", body: JSON.stringify({ amount: 1, note }) });
+      expect(res.status, note).toBe(400);
+      expect(((await res.json()) as { error: { param: string } }).error.param, note).toBe("note");
+    }
+    // Right-to-left text itself stays a name, as do its marks (U+200F): only what reorders or controls what follows is refused.
+    expect((await create("فريق \u200fالبحث")).status).toBe(201);
+    expect(await balance(id)).toBe(0);
+  });
 });

@@ -1,5 +1,7 @@
 import type { IncomingHttpHeaders } from "node:http";
 import { request } from "node:https";
+import { connect } from "node:net";
+import * as tls from "node:tls";
 import OpenAI from "openai";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type RenderedEdge, startRenderedEdge } from "../support/rendered-edge.ts";
@@ -40,7 +42,7 @@ async function whileTwoStreamsAreHeld(fn: (https: OpenAI) => Promise<void>): Pro
 beforeAll(async () => {
   edge = await startRenderedEdge({
     stack: "edge",
-    settings: { adminCidrs: ["203.0.113.7/32"], limits: { maxBodyMb: 1, connections: 2 } },
+    settings: { adminCidrs: ["203.0.113.7/32"], limits: { maxBodyMb: 1, connections: 2 }, tls: { mode: "self-signed", domain: "llm.gpu-sandbox.test" } },
     ports: { http: HTTP_PORT, https: HTTPS_PORT, local: LOCAL_PORT },
   });
   ({ shim, nginx, key } = edge);
@@ -69,6 +71,20 @@ function send(method: string, path: string, headers: Record<string, string> = {}
     });
     req.on("error", reject);
     req.end();
+  });
+}
+
+/** One raw request (what fetch would refuse to send) to `port` on loopback, over TLS for the HTTPS port; the whole answer. */
+function raw(port: number, text: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = port === HTTPS_PORT
+      ? tls.connect({ host: "127.0.0.1", port, servername: "localhost", ca: nginx.certificate }, () => socket.end(text))
+      : connect({ host: "127.0.0.1", port }, () => socket.end(text));
+    let answer = "";
+    socket.setEncoding("utf8");
+    socket.on("data", (d: string) => (answer += d));
+    socket.on("end", () => resolve(answer));
+    socket.on("error", reject);
   });
 }
 
@@ -137,8 +153,21 @@ describe("plain http:// on port 80, in front of an HTTPS endpoint", () => {
   it("still redirects a request without credentials (a browser, a health probe) to https:// with 308", async () => {
     const res = await fetch(`${http}/v1/models`, { redirect: "manual" });
     expect(res.status).toBe(308);
-    expect(res.headers.get("location")).toBe("https://localhost/v1/models");
+    expect(res.headers.get("location")).toBe("https://llm.gpu-sandbox.test/v1/models");
     await res.body?.cancel();
+  });
+
+  it("redirects to the stack's own name (tls.domain), never to a name the client sent in Host or an absolute-form URL, nor to `_` without one", async () => {
+    // Found by the penetration test: the Location copied the client's Host, so the 308 could point off the tenant.
+    for (const request of [
+      "GET /v1/models HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+      "GET http://evil.example/v1/models HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+      "GET /v1/models HTTP/1.0\r\n\r\n",
+    ]) {
+      const answer = await raw(HTTP_PORT, request);
+      expect(answer.split("\r\n")[0], request).toMatch(/^HTTP\/1\.1 308 /);
+      expect(/\r\nLocation: (\S*)\r\n/i.exec(answer)?.[1], request).toBe("https://llm.gpu-sandbox.test/v1/models");
+    }
   });
 
   it("keeps Let's Encrypt's challenge path on plain http, a key sent with it too (a missing token is a 404)", async () => {
@@ -162,6 +191,21 @@ describe("plain http:// on port 80, in front of an HTTPS endpoint", () => {
     expect(res.status).toBe(400);
     expect(res.headers.get("content-type")).toBe("application/json");
     expect(((await res.json()) as { error: { type: string } }).error.type).toBe("invalid_request_error");
+  });
+
+  it("names a header sent twice and Content-Length with Transfer-Encoding among the causes of its 400, on either port", async () => {
+    // Found by the penetration test: the message named only a bad URL and headers too large, neither of which these are.
+    for (const port of [HTTP_PORT, HTTPS_PORT]) {
+      for (const headers of [`Authorization: Bearer ${key}\r\nAuthorization: Bearer ${key}`, "Content-Length: 5\r\nTransfer-Encoding: chunked"]) {
+        const answer = await raw(port, `POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n${headers}\r\nConnection: close\r\n\r\n0\r\n\r\n`);
+        expect(answer.split("\r\n")[0], headers).toMatch(/^HTTP\/1\.1 400 /);
+        expect(JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4)).error, headers).toEqual({
+          message: "The request could not be read: malformed (a space or control character in the URL: percent-encode it; a header sent twice, such as Authorization; " +
+            "both Content-Length and Transfer-Encoding), or its headers are too large.",
+          type: "invalid_request_error", param: null, code: "invalid_request",
+        });
+      }
+    }
   });
 });
 

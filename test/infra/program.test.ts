@@ -435,6 +435,14 @@ describe("the serving stack under the mock runtime", () => {
     expect(await valueOf(outputs.endpoint)).toBe("https://192-0-2-10.ip.linodeusercontent.com/v1");
   });
 
+  it("redirects port 80 to the host's own name, Linode's when tls.domain is unset, not to the Host a client sends", async () => {
+    // Found by the penetration test: the 308 copied the client's Host into its Location.
+    const { stagingDir } = await run("example", withProvider());
+    const nginx = readFileSync(join(stagingDir, "bundle", "nginx/nginx.conf"), "utf8");
+    expect(nginx).toContain("return 308 https://192-0-2-10.ip.linodeusercontent.com$request_uri;");
+    expect(nginx).not.toContain("$host$request_uri");
+  });
+
   it("puts each bootstrap key's credits, tier and model list in the bundle: without the list the key could use every model, paid ones included", async () => {
     const { stagingDir } = await run("example", configFor("example", {
       providers: [{ name: "llama-70b", model: "groq/llama-3.3-70b-versatile", apiKey: "gsk_test_provider_key" }],

@@ -1,5 +1,5 @@
 import { execFile } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { expectOperatorScriptClean } from "../support/operator-scripts.ts";
@@ -144,6 +144,17 @@ describe("fleet-invoices.sh: a month's invoice files for every tenant", { timeou
     expect(readFileSync(join(dir, `bravo-${MONTH}-usage.csv`), "utf8")).toContain(",trial,qwen2.5-7b,1,");
     expect(existsSync(join(dir, `carol-${MONTH}-usage.csv`))).toBe(false);
     writeFileSync(join(project, "stacks", "Pulumi.carol.yaml"), EXAMPLE);
+  });
+
+  it("makes its directory and files readable by the operator alone (0700, 0600), as reap-expired's usage exports are, whatever the umask", async () => {
+    // Found by the penetration test of the operator's side: they were made with the shell's umask
+    // (0755, 0644: every account on the machine could read each customer's usage and credits).
+    const dir = join(project, "private-invoices");
+    await run("fleet-invoices.sh", [MONTH, dir]);
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    const files = readdirSync(dir);
+    expect(files).toContain(`acme-${MONTH}-credits.csv`);
+    for (const f of files) expect(statSync(join(dir, f)).mode & 0o777, f).toBe(0o600);
   });
 
   it("a month not written YYYY-MM is a bad command line (exit 2), no file made under another name", async () => {
