@@ -157,6 +157,8 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
   let models: Map<string, ModelConfig> | null = null;
   /** Each model's aliases as written, checked once every model's name is known (modelAliases). */
   const written: { model: string; at: string; aliases: unknown }[] = [];
+  /** Each model's index in models, for a problem naming the entry an alias clashes with. */
+  const modelIndex = new Map<string, number>();
   if (root.models !== undefined) {
     models = new Map();
     if (!Array.isArray(root.models)) bad(at("models"), root.models, "a list of { name, aliases?, maxModelLen?, maxOutputTokens?, mediaPartTokens?, provider?, continuousUsage?, tokenPrompts? }");
@@ -171,11 +173,12 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
         const media = mediaPartTokens(mo.mediaPartTokens, at(`models[${i}].mediaPartTokens`));
         for (const flag of ["provider", "continuousUsage", "tokenPrompts"]) if (mo[flag] !== undefined && typeof mo[flag] !== "boolean") bad(at(`models[${i}].${flag}`), mo[flag], "true or false");
         if (mo.aliases !== undefined) written.push({ model: mo.name, at: at(`models[${i}].aliases`), aliases: mo.aliases });
+        modelIndex.set(mo.name, i);
         models!.set(mo.name, { name: mo.name, maxModelLen: len, ...(out !== null ? { maxOutputTokens: out } : {}), ...(media > 0 ? { mediaPartTokens: media } : {}), ...(mo.provider === true ? { provider: true } : {}), continuousUsage: mo.continuousUsage === true, tokenPrompts: mo.tokenPrompts !== false });
       });
   }
 
-  const modelAliases = models ? aliasMap(models, written, bad) : new Map<string, string>();
+  const modelAliases = aliasMap(modelIndex, written, bad);
   // A price for a model that is not served is a typo (`qwen2.5-7B`): the model would be charged
   // only the request price. One for an alias would split a model's invoice by the name asked:
   // an alias is charged its model's price. (infra/config checks the same for a stack's pricing.)
@@ -253,13 +256,13 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
 }
 
 /**
- * models[].aliases (`written`) as a map of each alias to its model, in the order written. An alias
+ * models[].aliases (`written`) as a map of each alias to its model (`modelIndex`: the models' names
+ * and their entries' indexes), in the order written. An alias
  * is a model name (isModelName) that no model has (a request for it would be two models' at once)
  * and no other alias has (it would name two models).
  */
-function aliasMap(models: ReadonlyMap<string, ModelConfig>, written: readonly { model: string; at: string; aliases: unknown }[], bad: Bad): Map<string, string> {
+function aliasMap(modelIndex: ReadonlyMap<string, number>, written: readonly { model: string; at: string; aliases: unknown }[], bad: Bad): Map<string, string> {
   const aliases = new Map<string, string>();
-  const modelIndex = new Map([...models.keys()].map((name, i) => [name, i]));
   for (const { model, at, aliases: list } of written) {
     if (!Array.isArray(list)) {
       bad(at, list, "a list of other names clients may send for this model");

@@ -37,11 +37,14 @@ describe("SHIM_CONFIG models[].aliases", () => {
       'SHIM_CONFIG models[0].aliases[0]: "bge" is not valid; expected a name that is not a model\'s (models[1] is bge)'],
     ["its own model's name", "models:\n  - { name: qwen, aliases: [qwen] }\n",
       'SHIM_CONFIG models[0].aliases[0]: "qwen" is not valid; expected a name that is not a model\'s (models[0] is qwen)'],
+    ["a model's own name, after a refused entry (the entry's own index)", "models:\n  - { name: qwen, aliases: [bge] }\n  - { name: qwen }\n  - { name: bge }\n",
+      ['SHIM_CONFIG models[1].name: "qwen" is not valid; expected a name no other entry of models has',
+        'SHIM_CONFIG models[0].aliases[0]: "bge" is not valid; expected a name that is not a model\'s (models[2] is bge)']],
     ["another model's alias", "models:\n  - { name: qwen, aliases: [gpt-4o] }\n  - { name: bge, aliases: [gpt-4o] }\n",
       'SHIM_CONFIG models[1].aliases[0]: "gpt-4o" is not valid; expected a name no other alias has (it is already an alias of qwen)'],
     ["a price under an alias", `${MODELS}pricing:\n  models:\n    gpt-4o-mini: { promptPer1k: 1 }\n`,
       'SHIM_CONFIG pricing.models.gpt-4o-mini: "gpt-4o-mini" is not valid; expected a configured model\'s name: it is an alias of qwen, charged at qwen\'s price (price qwen)'],
   ])("refuses %s", (_, yaml, message) => {
-    expect(problems(yaml)).toEqual([message]);
+    expect(problems(yaml)).toEqual(Array.isArray(message) ? message : [message]);
   });
 });
