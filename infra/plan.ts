@@ -56,7 +56,7 @@ export function planFor(config: TenantConfig): Plan {
       `volume ${config.volumeSizeGb} GB at ${usd(VOLUME_USD_PER_GB_MONTH)}/GB-month)`],
     ["Expires", config.ttlHours === undefined ? "never (no ttlHours)" : `${config.ttlHours} hours after the first \`pulumi up\` (\`npm run reap-expired\` destroys it), ` +
       `about ${usd(costOver(plan, config.volumeSizeGb, config.ttlHours))} until then`],
-    ["Model", `${config.model.id} served as "${config.model.servedName}", up to ${config.model.maxModelLen} tokens, ${parallelism(config)}`],
+    ["Model", `${config.model.id} served as "${config.model.servedName}"${config.model.aliases.length ? ` (aliases: ${config.model.aliases.map((a) => `"${a}"`).join(", ")})` : ""}, up to ${config.model.maxModelLen} tokens, ${parallelism(config)}`],
     ["SSH", config.adminCidrs.length ? `from ${config.adminCidrs.join(", ")} only, by the generated key` : "closed (no adminCidrs): the serving stack cannot be deployed over SSH"],
     ...configWarnings(config).map((warning): [string, string] => ["Warning", warning]),
     ...adminReachLines(config.adminCidrs),

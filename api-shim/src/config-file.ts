@@ -60,7 +60,7 @@ export function problem(where: string, value: unknown, allowed: string, secrets:
   return `${at}: is a key (not repeated); expected ${expected}, not a key${allowed === AS_HASH ? "" : `; SHIM_CONFIG takes a bootstrap key only as its hash, in bootstrapKeys[].hash: ${AS_HASH}`}`;
 }
 
-type FileConfig = Pick<ShimConfig, "pricing" | "tiers" | "unauthenticatedRpm" | "defaultTier" | "models" | "bootstrapKeys" | "cacheIsolation" | "structuredOutputs">;
+type FileConfig = Pick<ShimConfig, "pricing" | "tiers" | "unauthenticatedRpm" | "defaultTier" | "models" | "modelAliases" | "bootstrapKeys" | "cacheIsolation" | "structuredOutputs">;
 type Bad = (where: string, value: unknown, allowed: string) => void;
 
 export function parseFileConfig(path: string | null, readFile: (p: string) => string, problems: string[], bad: Bad): FileConfig {
@@ -155,12 +155,16 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
   if (!tiers.has(defaultTier)) bad(at("defaultTier"), root.defaultTier, `one of the tiers: ${tierNames}`);
 
   let models: Map<string, ModelConfig> | null = null;
+  /** Each model's aliases as written, checked once every model's name is known (modelAliases). */
+  const written: { model: string; at: string; aliases: unknown }[] = [];
+  /** Each model's index in models, for a problem naming the entry an alias clashes with. */
+  const modelIndex = new Map<string, number>();
   if (root.models !== undefined) {
     models = new Map();
-    if (!Array.isArray(root.models)) bad(at("models"), root.models, "a list of { name, maxModelLen?, maxOutputTokens?, mediaPartTokens?, provider?, continuousUsage?, tokenPrompts? }");
+    if (!Array.isArray(root.models)) bad(at("models"), root.models, "a list of { name, aliases?, maxModelLen?, maxOutputTokens?, mediaPartTokens?, provider?, continuousUsage?, tokenPrompts? }");
     else
       root.models.forEach((m, i) => {
-        const mo = obj(m, at(`models[${i}]`), ["name", "maxModelLen", "maxOutputTokens", "mediaPartTokens", "provider", "continuousUsage", "tokenPrompts"], bad);
+        const mo = obj(m, at(`models[${i}]`), ["name", "aliases", "maxModelLen", "maxOutputTokens", "mediaPartTokens", "provider", "continuousUsage", "tokenPrompts"], bad);
         if (!isModelName(mo.name)) return bad(at(`models[${i}].name`), mo.name, "a model name: 1 to 256 characters, without control characters");
         if (models!.has(mo.name)) return bad(at(`models[${i}].name`), mo.name, "a name no other entry of models has");
         const bound = (k: string) => (mo[k] === undefined || mo[k] === null ? null : limit(mo[k], at(`models[${i}].${k}`), null));
@@ -168,14 +172,22 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
         const out = bound("maxOutputTokens");
         const media = mediaPartTokens(mo.mediaPartTokens, at(`models[${i}].mediaPartTokens`));
         for (const flag of ["provider", "continuousUsage", "tokenPrompts"]) if (mo[flag] !== undefined && typeof mo[flag] !== "boolean") bad(at(`models[${i}].${flag}`), mo[flag], "true or false");
+        if (mo.aliases !== undefined) written.push({ model: mo.name, at: at(`models[${i}].aliases`), aliases: mo.aliases });
+        modelIndex.set(mo.name, i);
         models!.set(mo.name, { name: mo.name, maxModelLen: len, ...(out !== null ? { maxOutputTokens: out } : {}), ...(media > 0 ? { mediaPartTokens: media } : {}), ...(mo.provider === true ? { provider: true } : {}), continuousUsage: mo.continuousUsage === true, tokenPrompts: mo.tokenPrompts !== false });
       });
   }
 
+  const modelAliases = aliasMap(modelIndex, written, bad);
   // A price for a model that is not served is a typo (`qwen2.5-7B`): the model would be charged
-  // only the request price. (infra/config checks the same for a stack's pricing.)
+  // only the request price. One for an alias would split a model's invoice by the name asked:
+  // an alias is charged its model's price. (infra/config checks the same for a stack's pricing.)
   const configuredModel = models && `a configured model: ${[...models.keys()].join(" | ")}`;
-  if (models) for (const name of prices.keys()) if (!models.has(name)) bad(at(`pricing.models.${name}`), name, configuredModel!);
+  for (const name of prices.keys()) {
+    const of = modelAliases.get(name);
+    if (of !== undefined) bad(at(`pricing.models.${name}`), name, `a configured model's name: it is an alias of ${of}, charged at ${of}'s price (price ${of})`);
+    else if (models && !models.has(name)) bad(at(`pricing.models.${name}`), name, configuredModel!);
+  }
 
   const bootstrapKeys: BootstrapKey[] = [];
   if (root.bootstrapKeys !== undefined && !Array.isArray(root.bootstrapKeys)) bad(at("bootstrapKeys"), root.bootstrapKeys, "a list of { id, name, hash, credits, tier, models? }");
@@ -195,7 +207,8 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
       // As POST /admin/keys: an empty list would allow no model at all.
       if (!Array.isArray(ko.models) || ko.models.length === 0 || !ko.models.every(isModelName)) bad(w("models"), ko.models, "a non-empty list of model names, or leave it out for all models");
       else {
-        allow = ko.models as string[];
+        // An alias is allowed with its model: kept as the model's name, as the admin API keeps it.
+        allow = [...new Set((ko.models as string[]).map((m) => modelAliases.get(m) ?? m))];
         for (const m of allow) if (models && !models.has(m)) bad(w("models"), m, configuredModel!);
       }
     }
@@ -237,8 +250,34 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
     unauthenticatedRpm: limit(root.unauthenticatedRpm, at("unauthenticatedRpm"), 60),
     defaultTier,
     models,
+    modelAliases,
     bootstrapKeys,
   };
+}
+
+/**
+ * models[].aliases (`written`) as a map of each alias to its model (`modelIndex`: the models' names
+ * and their entries' indexes), in the order written. An alias
+ * is a model name (isModelName) that no model has (a request for it would be two models' at once)
+ * and no other alias has (it would name two models).
+ */
+function aliasMap(modelIndex: ReadonlyMap<string, number>, written: readonly { model: string; at: string; aliases: unknown }[], bad: Bad): Map<string, string> {
+  const aliases = new Map<string, string>();
+  for (const { model, at, aliases: list } of written) {
+    if (!Array.isArray(list)) {
+      bad(at, list, "a list of other names clients may send for this model");
+      continue;
+    }
+    list.forEach((alias, j) => {
+      if (!isModelName(alias)) return bad(`${at}[${j}]`, alias, "a model name: 1 to 256 characters, without control characters");
+      const index = modelIndex.get(alias);
+      if (index !== undefined) return bad(`${at}[${j}]`, alias, `a name that is not a model's (models[${index}] is ${alias})`);
+      const of = aliases.get(alias);
+      if (of !== undefined) return bad(`${at}[${j}]`, alias, `a name no other alias has (it is already an alias of ${of})`);
+      aliases.set(alias, model);
+    });
+  }
+  return aliases;
 }
 
 /**

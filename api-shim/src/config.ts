@@ -125,8 +125,10 @@ export interface ShimConfig {
   readonly tiers: ReadonlyMap<string, TierLimits>;
   readonly unauthenticatedRpm: number | null;
   readonly defaultTier: string;
-  /** When set, the only model names accepted. */
+  /** When set, the only model names accepted (with their aliases). */
   readonly models: ReadonlyMap<string, ModelConfig> | null;
+  /** Each alias (models[].aliases) and the model it names: requests/model-aliases.ts. Empty without a model list. */
+  readonly modelAliases: ReadonlyMap<string, string>;
   readonly bootstrapKeys: readonly BootstrapKey[];
   /**
    * Whose prompts share vLLM's prefix cache (requests/cache-salt.ts): `shared`, every key's (no

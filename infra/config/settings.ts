@@ -44,11 +44,11 @@ export function numberAsWritten(fileConfig: Readonly<Record<string, unknown>>, p
 /**
  * Settings whose values may be secrets, whatever shape they were given in: `hfToken`,
  * `previousAdminToken` (not its `…Until`), and all of
- * `providers` but each provider's name, model, maxOutputTokens, maxModelLen and mediaPartTokens (`providers.apiKey`, a missing `[0]`, made the
+ * `providers` but each provider's name, aliases, model, maxOutputTokens, maxModelLen and mediaPartTokens (`providers.apiKey`, a missing `[0]`, made the
  * list an object holding the key, printed with "must be a list").
  */
 export function isSecretSetting(key: string): boolean {
-  return /^(hfToken|previousAdminToken|providers)(?![\w])/.test(key) && !/^providers\[\d+\]\.(name|model|maxOutputTokens|maxModelLen|mediaPartTokens)$/.test(key);
+  return /^(hfToken|previousAdminToken|providers)(?![\w])/.test(key) && !/^providers\[\d+\]\.(name|aliases(\[\d+\])?|model|maxOutputTokens|maxModelLen|mediaPartTokens)$/.test(key);
 }
 
 /**

@@ -13,6 +13,8 @@ export interface ModelConfig {
   readonly id: string;
   /** The name clients send as `model`. Defaults to `id`. */
   readonly servedName: string;
+  /** Other names clients may send for it (LiteLLM's `model_name`s, `gpt-4o-mini`), resolved by the shim. */
+  readonly aliases: readonly string[];
   readonly maxModelLen: number;
   /** The fewest prompt tokens the shim estimates a media part at (SHIM_CONFIG models[].mediaPartTokens); unset, none. */
   readonly mediaPartTokens?: number;
@@ -77,6 +79,8 @@ export type ProviderKind = "groq" | "gemini" | "deepseek" | "openai" | "anthropi
 export interface ProviderModel {
   /** The name clients send as `model`. */
   readonly name: string;
+  /** Other names clients may send for it, resolved by the shim. */
+  readonly aliases: readonly string[];
   /** LiteLLM's model string, e.g. `groq/llama-3.3-70b-versatile`. */
   readonly model: string;
   readonly provider: ProviderKind;

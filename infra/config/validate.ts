@@ -8,6 +8,7 @@ import { checkLogs } from "./logs.ts";
 import { checkPreviousAdminToken } from "./admin-token.ts";
 import { checkStorage } from "./storage.ts";
 import { isHubRepoId } from "./model-id.ts";
+import { ModelNames, SERVED_NAME, SERVED_NAME_RULE } from "./model-names.ts";
 import { checkSecret, checkShadowed, type ValidationContext } from "./secrets.ts";
 import { CONFIG_KEYS, isSecretSetting, numberAsWritten, setSecretCommand, unknownSettingMessage } from "./settings.ts";
 import { CONFIG_NAMESPACE } from "./types.ts";
@@ -73,7 +74,8 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
   // LTS releases are the even years' April ones: 22.04, 24.04, 26.04, 28.04.
   if (!/^linode\/ubuntu2[2468]\.04$/.test(image)) p.add("image", image, "must be an Ubuntu LTS Linode image (linode/ubuntu22.04, linode/ubuntu24.04 or a later LTS), which the host scripts are written for");
 
-  const model = checkModel(p, raw.model, plan?.gpuCount ?? 1);
+  const names = new ModelNames(p);
+  const model = checkModel(p, raw.model, plan?.gpuCount ?? 1, names);
   const hfToken = secret("hfToken", raw.hfToken);
   const previousAdminToken = checkPreviousAdminToken(p, secret("previousAdminToken", raw.previousAdminToken), raw.previousAdminTokenUntil);
   const allowedCidrs = p.cidrs("allowedCidrs", raw.allowedCidrs) ?? [...DEFAULT_ALLOWED_CIDRS];
@@ -89,10 +91,9 @@ export function validateConfig(raw: Readonly<Record<string, unknown>>, context: 
   const tls = checkTls(p, raw.tls, allowedCidrs);
   if (tls) checkFirewallRuleSizes(p, tls.mode, allowedCidrs, adminCidrs);
   const tiers = checkTiers(p, raw.tiers);
-  const providers = checkProviders(p, raw.providers, model?.servedName, secret);
-  const modelNames = [model?.servedName, ...providers.map((x) => x.name)].filter((x): x is string => !!x);
-  const pricing = checkPricing(p, raw.pricing, modelNames);
-  const keys = checkKeys(p, raw.keys, tiers, modelNames);
+  const providers = checkProviders(p, raw.providers, names, secret);
+  const pricing = checkPricing(p, raw.pricing, names);
+  const keys = checkKeys(p, raw.keys, tiers, names);
   const volumeSizeGb = p.number("volumeSizeGb", raw.volumeSizeGb, { min: 10, max: 10_240, integer: true }) ?? DEFAULT_VOLUME_SIZE_GB;
   const ttlHours = checkTtlHours(p, raw.ttlHours);
   const tags = checkTags(p, raw.tags);
@@ -186,24 +187,24 @@ function checkRegion(p: Problems, value: unknown): string | undefined {
   return region;
 }
 
-function checkModel(p: Problems, value: unknown, gpuCount: number): ModelConfig | undefined {
-  const m = p.settingMap("model", value, ["id", "servedName", "maxModelLen", "mediaPartTokens", "cacheIsolation", "gpuMemoryUtilization", "extraArgs"], "id");
+function checkModel(p: Problems, value: unknown, gpuCount: number, names: ModelNames): ModelConfig | undefined {
+  const m = p.settingMap("model", value, ["id", "servedName", "aliases", "maxModelLen", "mediaPartTokens", "cacheIsolation", "gpuMemoryUtilization", "extraArgs"], "id");
   const id = p.string("model.id", m.id) ?? DEFAULT_MODEL_ID;
   if (!isHubRepoId(id)) {
     return p.add("model.id", id, "must be a Hugging Face repository id such as Qwen/Qwen2.5-7B-Instruct");
   }
   const servedName = p.string("model.servedName", m.servedName) ?? id;
   // It follows --served-model-name: vLLM would read one starting with "-" as a flag and exit.
-  if (!/^\w[\w./:-]{0,127}$/.test(servedName)) {
-    p.add("model.servedName", servedName, "must be 1-128 characters of letters, digits and . _ - / :, starting with a letter, digit or _");
-  }
+  if (!SERVED_NAME.test(servedName)) p.add("model.servedName", servedName, SERVED_NAME_RULE);
+  names.claim("model.servedName", servedName);
+  const aliases = names.aliases("model.aliases", m.aliases, servedName);
   const maxModelLen = p.number("model.maxModelLen", m.maxModelLen, { min: MIN_CONTEXT_TOKENS, max: MAX_CONTEXT_TOKENS, integer: true }) ?? DEFAULT_MAX_MODEL_LEN;
   const mediaPartTokens = p.number("model.mediaPartTokens", m.mediaPartTokens, MEDIA_PART_TOKENS_RANGE);
   const cacheIsolation = p.oneOf("model.cacheIsolation", m.cacheIsolation, CACHE_ISOLATIONS);
   const gpuMemoryUtilization =
     p.number("model.gpuMemoryUtilization", m.gpuMemoryUtilization, { min: 0.1, max: 0.99 }) ?? DEFAULT_GPU_MEMORY_UTILIZATION;
   const extraArgs = checkedExtraArgs(p, p.array("model.extraArgs", m.extraArgs) ?? []);
-  return { id, servedName, maxModelLen, ...(mediaPartTokens !== undefined ? { mediaPartTokens } : {}), ...(cacheIsolation !== undefined ? { cacheIsolation } : {}), gpuMemoryUtilization, extraArgs, ...parallelLayout(gpuCount) };
+  return { id, servedName, aliases, maxModelLen, ...(mediaPartTokens !== undefined ? { mediaPartTokens } : {}), ...(cacheIsolation !== undefined ? { cacheIsolation } : {}), gpuMemoryUtilization, extraArgs, ...parallelLayout(gpuCount) };
 }
 
 function checkTiers(p: Problems, value: unknown): Record<string, Tier> {
@@ -242,10 +243,17 @@ function checkTiers(p: Problems, value: unknown): Record<string, Tier> {
   return tiers;
 }
 
-function checkPricing(p: Problems, value: unknown, modelNames: readonly string[]): Pricing {
+function checkPricing(p: Problems, value: unknown, names: ModelNames): Pricing {
+  const modelNames = names.models;
   const v = p.settingMap("pricing", value, ["request", "batchRequest", "models"]);
   const models: [string, ModelPrice][] = [];
   for (const [name, price] of Object.entries(p.object("pricing.models", v.models) ?? {})) {
+    // A price of its own would split the model's invoice by the name it was asked by.
+    const of = names.aliasOf.get(name);
+    if (of !== undefined) {
+      p.add(`pricing.models.${name}`, price, `is an alias of ${of}, whose price it is charged; price ${of}`);
+      continue;
+    }
     if (!modelNames.includes(name)) {
       p.add(`pricing.models.${name}`, price, `prices a model that is not served; served models: ${modelNames.join(", ")}`);
       continue;
@@ -277,7 +285,8 @@ function checkPricing(p: Problems, value: unknown, modelNames: readonly string[]
   };
 }
 
-function checkKeys(p: Problems, value: unknown, tiers: Readonly<Record<string, Tier>>, modelNames: readonly string[]): BootstrapKey[] {
+function checkKeys(p: Problems, value: unknown, tiers: Readonly<Record<string, Tier>>, names: ModelNames): BootstrapKey[] {
+  const modelNames = names.models;
   const keys: BootstrapKey[] = [];
   (p.array("keys", value) ?? []).forEach((item, i) => {
     const at = `keys[${i}]`;
@@ -306,21 +315,24 @@ function checkKeys(p: Problems, value: unknown, tiers: Readonly<Record<string, T
     if (listed?.length === 0) p.add(`${at}.models`, listed, `must list at least one served model (served models: ${modelNames.join(", ")}); leave it out for every model`);
     (listed ?? []).forEach((m, j) => {
       if (p.encrypted(`${at}.models[${j}]`, m)) return;
-      if (typeof m === "string" && modelNames.includes(m)) models.push(m);
-      else p.add(`${at}.models[${j}]`, m, `is not a served model; served models: ${modelNames.join(", ")}`);
+      // An alias is allowed with its model, and listed as the model (as the shim keeps allow-lists).
+      const named = typeof m === "string" ? names.modelNamed(m) : undefined;
+      if (named !== undefined && modelNames.includes(named)) {
+        if (!models.includes(named)) models.push(named);
+      } else p.add(`${at}.models[${j}]`, m, `is not a served model; served models: ${modelNames.join(", ")}`);
     });
     if (name && credits !== undefined) keys.push({ name, credits, tier, models });
   });
   return keys;
 }
 
-function checkProviders(p: Problems, value: unknown, servedName: string | undefined, secret: (key: string, value: unknown) => Secret | undefined): ProviderModel[] {
+function checkProviders(p: Problems, value: unknown, names: ModelNames, secret: (key: string, value: unknown) => Secret | undefined): ProviderModel[] {
   const out: ProviderModel[] = [];
   (p.array("providers", value) ?? []).forEach((item, i) => {
     const at = `providers[${i}]`;
     const v = p.object(at, item);
     if (!v) return;
-    p.unknownKeys(at, v, ["name", "model", "apiKey", "maxOutputTokens", "maxModelLen", "mediaPartTokens"]);
+    p.unknownKeys(at, v, ["name", "aliases", "model", "apiKey", "maxOutputTokens", "maxModelLen", "mediaPartTokens"]);
     const model = p.string(`${at}.model`, v.model);
     const [provider, providerModel] = (model?.split(/\/(.*)/s) ?? []) as [ProviderKind | undefined, string | undefined];
     if (!model || !provider || !PROVIDERS.includes(provider) || !/^\S+$/.test(providerModel ?? "")) {
@@ -328,9 +340,8 @@ function checkProviders(p: Problems, value: unknown, servedName: string | undefi
     }
     const name = p.string(`${at}.name`, v.name) ?? model;
     if (name !== undefined && !/^[\w./:-]{1,128}$/.test(name)) p.add(`${at}.name`, name, "must be 1-128 characters of letters, digits and . _ - / :");
-    if (name !== undefined && (name === servedName || out.some((x) => x.name === name))) {
-      p.add(`${at}.name`, name, "is already the name of another model; names must be unique");
-    }
+    const named = name !== undefined && names.claim(`${at}.name`, name);
+    const aliases = names.aliases(`${at}.aliases`, v.aliases, named ? name : undefined);
     const apiKey = secret(`${at}.apiKey`, v.apiKey);
     // "" is not missing: checkSecret refused it as empty.
     if (v.apiKey === undefined || v.apiKey === null) p.add(`${at}.apiKey`, v.apiKey, `is required: ${setSecretCommand(`${at}.apiKey`)}`);
@@ -338,7 +349,7 @@ function checkProviders(p: Problems, value: unknown, servedName: string | undefi
     const maxModelLen = p.number(`${at}.maxModelLen`, v.maxModelLen, { min: MIN_CONTEXT_TOKENS, max: MAX_CONTEXT_TOKENS, integer: true });
     const mediaPartTokens = p.number(`${at}.mediaPartTokens`, v.mediaPartTokens, MEDIA_PART_TOKENS_RANGE);
     if (model && name && apiKey && provider && PROVIDERS.includes(provider)) {
-      out.push({ name, model, provider, apiKey, ...(maxOutputTokens !== undefined ? { maxOutputTokens } : {}), ...(maxModelLen !== undefined ? { maxModelLen } : {}), ...(mediaPartTokens !== undefined ? { mediaPartTokens } : {}) });
+      out.push({ name, aliases, model, provider, apiKey, ...(maxOutputTokens !== undefined ? { maxOutputTokens } : {}), ...(maxModelLen !== undefined ? { maxModelLen } : {}), ...(mediaPartTokens !== undefined ? { mediaPartTokens } : {}) });
     }
   });
   return out;

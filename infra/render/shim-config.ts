@@ -18,6 +18,7 @@ const VIA_LITELLM = { continuousUsage: false, tokenPrompts: false } as const;
 function providerModel(p: TenantConfig["providers"][number]): Record<string, unknown> {
   return {
     name: p.name,
+    ...aliases(p),
     // Its context, when set, bounds a prompt's hold (media: the whole context, else 32,768 a part);
     // its maxOutputTokens an answer's without max_tokens. `provider`: vLLM's completions default
     // of 16 tokens is not its own, context known or not.
@@ -28,6 +29,12 @@ function providerModel(p: TenantConfig["providers"][number]): Record<string, unk
     ...VIA_LITELLM,
   };
 }
+
+/**
+ * A model's aliases, which the shim resolves to it (the upstream never sees one): only where the
+ * stack sets some, so a stack without renders the file it rendered before.
+ */
+const aliases = (m: { aliases: readonly string[] }): Record<string, readonly string[]> => (m.aliases.length > 0 ? { aliases: m.aliases } : {});
 
 /** The fewest prompt tokens a media part is estimated at, where the stack sets it (unset: no floor). */
 const mediaPartTokens = (m: { mediaPartTokens?: number }): Record<string, number> =>
@@ -54,7 +61,7 @@ export function renderShimConfig(config: TenantConfig, bootstrapKeys: readonly B
     // metered from the final usage chunk; and its text completion takes a prompt only as text (a
     // string or a list of strings): token IDs or `prompt_embeds` would fail there as a 500.
     models: [
-      { name: config.model.servedName, maxModelLen: config.model.maxModelLen, ...mediaPartTokens(config.model), ...VIA_LITELLM },
+      { name: config.model.servedName, ...aliases(config.model), maxModelLen: config.model.maxModelLen, ...mediaPartTokens(config.model), ...VIA_LITELLM },
       ...config.providers.map(providerModel),
     ],
     bootstrapKeys: bootstrapKeys.map((k) => ({

@@ -99,10 +99,13 @@ it("writes model names and vLLM arguments that YAML 1.1 reads as other types so 
   const names = ["on", "Off", "No", "1_000", "1:30", "0b101", "2025-01-01", "y"];
   const args = ["--x", "on", "--y", "1_000", "--z", "1:30", "--d", "2025-01-01", "--b", "0b101", "--n", "NO"];
   const c = config({
-    model: { ...base.model, servedName: "yes", extraArgs: args }, keys: [], pricing: { models: { yes: { promptPer1k: 1 }, on: { promptPer1k: 2 } } },
-    providers: names.map((name, i) => ({ name, model: `groq/m${i}`, apiKey: Secret.of("gsk_x") })),
+    model: { ...base.model, servedName: "yes", aliases: ["true", "null", "0x1F"], extraArgs: args }, keys: [], pricing: { models: { yes: { promptPer1k: 1 }, on: { promptPer1k: 2 } } },
+    providers: names.map((name, i) => ({ name, model: `groq/m${i}`, apiKey: Secret.of("gsk_x"), ...(i === 0 ? { aliases: ["False"] } : {}) })),
   });
-  const dir = written(render(c));
+  const dir = written(renderBundle(c, { images: c.images, bootstrapKeys: [] })); // no key allowed a model this stack lacks
+  // Aliases reach the shim alone (its SHIM_CONFIG, read with the yaml package), as the strings written.
+  const shim = parseShimConfig({ SHIM_UPSTREAM_URL: "http://litellm:4000/v1", SHIM_CONFIG: "/app/config.yaml" }, () => readFileSync(join(dir, "shim/config.yaml"), "utf8"));
+  expect([...shim.modelAliases]).toEqual([["true", "yes"], ["null", "yes"], ["0x1F", "yes"], ["False", "on"]]);
   const read = runTool("python3", ["-c", "import json, sys, yaml; print(json.dumps([m['model_name'] for m in yaml.safe_load(sys.stdin)['model_list']]))"],
     { input: readFileSync(join(dir, "litellm/config.yaml"), "utf8") });
   expect(read.status, read.output).toBe(0);
@@ -111,7 +114,8 @@ it("writes model names and vLLM arguments that YAML 1.1 reads as other types so 
   const result = runTool("docker-compose", ["-f", "compose.yaml", "config"], { cwd: dir });
   expect(result.status, result.output).toBe(0);
   const command: string[] = parse(result.output.slice(result.output.indexOf("services:"))).services.vllm.command;
-  expect(command.slice(command.indexOf("--served-model-name"), command.indexOf("--served-model-name") + 2)).toEqual(["--served-model-name", "yes"]);
+  // One served name: vLLM never sees an alias (the shim forwards the model's name).
+  expect(command.slice(command.indexOf("--served-model-name"), command.indexOf("--served-model-name") + 3)).toEqual(["--served-model-name", "yes", "--host"]);
   expect(command.slice(-args.length)).toEqual(args);
 });
 

@@ -28,7 +28,7 @@ describe("validateConfig: good configs", () => {
     expect(c.plan.id).toBe("g2-gpu-rtx4000a1-s");
     expect(c.image).toBe("linode/ubuntu24.04");
     expect(c.model).toEqual({
-      id: "Qwen/Qwen2.5-7B-Instruct", servedName: "Qwen/Qwen2.5-7B-Instruct", maxModelLen: 8192,
+      id: "Qwen/Qwen2.5-7B-Instruct", servedName: "Qwen/Qwen2.5-7B-Instruct", aliases: [], maxModelLen: 8192,
       gpuMemoryUtilization: 0.9, extraArgs: [], tensorParallelSize: 1, pipelineParallelSize: 1,
     });
     expect(c.allowedCidrs).toEqual(["0.0.0.0/0", "::/0"]);

@@ -17,6 +17,8 @@ import { refuseUnlistedProviderParams } from "../providers/provider-params.ts";
 import { refuseProviderSurcharges } from "../providers/provider-surcharges.ts";
 import type { KeyRecord } from "../store/store.ts";
 import { modelNotFound } from "../upstream/upstream-errors.ts";
+import { modelNamed } from "./model-aliases.ts";
+import { spliceMemberValue } from "./json-splice.ts";
 
 /**
  * What an inference request needs of its body (routes/inference.ts): its checks, its tokens/min
@@ -42,11 +44,14 @@ export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyR
   const auth = request.auth!;
   const batch = batchAsked(request);
   const body = request.body as Record<string, unknown>;
-  const req = kind === "responses" ? parseResponsesRequest(body) : parseInferenceRequest(kind, body);
+  const parsed = kind === "responses" ? parseResponsesRequest(body) : parseInferenceRequest(kind, body);
+  // An alias is its model from here on (model-aliases.ts): priced, held, allowed, forwarded and reported as the model.
+  const req = { ...parsed, model: modelNamed(ctx.config, parsed.model) };
   request.shim.model = req.model;
   const refusal = modelRefusal(ctx, auth.key, req.model);
-  if (refusal === "not_served") throw modelNotFound(req.model);
-  if (refusal === "not_allowed") throw modelNotAllowed(req.model);
+  // The refusals quote the name the client sent, as OpenAI's do.
+  if (refusal === "not_served") throw modelNotFound(parsed.model);
+  if (refusal === "not_allowed") throw modelNotAllowed(parsed.model);
   const modelConfig = ctx.config.models?.get(req.model);
   // Parameters with which a client has vLLM generate without chunks: on every streamed route.
   if (req.stream) refuseChosenSilences(body, modelConfig?.provider !== true, (req.maxTokens ?? Infinity) * req.outputs);
@@ -79,7 +84,9 @@ export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyR
  * (`not_allowed`). The one rule for inference, which answers each its own error, and for the
  * model routes, which show only the models a key may use (routes/models.ts).
  */
-export function modelRefusal(ctx: ShimContext, key: KeyRecord, model: string): "not_served" | "not_allowed" | null {
+export function modelRefusal(ctx: ShimContext, key: KeyRecord, name: string): "not_served" | "not_allowed" | null {
+  // An alias is allowed with its model (allow-lists keep models' names: admin.ts, config-file.ts).
+  const model = modelNamed(ctx.config, name);
   if (ctx.config.models && !ctx.config.models.has(model)) return "not_served";
   if (key.models && !key.models.includes(model)) return "not_allowed";
   return null;
@@ -140,8 +147,10 @@ export function admission(ctx: ShimContext, kind: InferenceKind, request: Fastif
     const r = tokens.takeEstimate(estimate, ctx.clock.monotonic());
     if (!r.ok) throw tokensSpent(ctx, auth, r.retryMs, { estimate, unbounded: unboundedOutputs(ctx, kind, req, holdInput) });
   }
-  // Rare: a schema lost a maximum, and only the members holding it are written again.
-  const sent = relaxation === null ? raw : relaxedBody(raw, body, relaxation);
+  // Rare: a schema lost a maximum, and only the members holding it are written again. An alias
+  // sent is replaced by its model's name: the upstream serves the model under that name only.
+  const relaxed = relaxation === null ? raw : relaxedBody(raw, body, relaxation);
+  const sent = body.model === req.model ? relaxed : renamedModel(relaxed, body, req.model);
   const forwarded = kind === "responses" ? sent : upstreamBody(sent, body, req, continuous, heldAtDefaultMaxTokens(req.defaultMaxTokens, modelConfig));
   // The key's own part of vLLM's prefix cache (cache-salt.ts); under `shared` the body is left as it is.
   const salted = saltsRequests(ctx.config.cacheIsolation, modelConfig) ? saltedBody(forwarded, body, keySalt(auth.key.id, body.cache_salt as string | null | undefined), kind === "responses") : forwarded;
@@ -158,6 +167,13 @@ export function admission(ctx: ShimContext, kind: InferenceKind, request: Fastif
 function unboundedOutputs(ctx: ShimContext, kind: InferenceKind, req: InferenceRequest, holdInput: HoldInput): TokensCounted["unbounded"] {
   if (req.outputs === 0 || ctx.pricer.outputLimit(holdInput) !== undefined) return null;
   return { param: kind === "responses" ? "max_output_tokens" : "max_tokens", perOutput: ctx.pricer.outputBound(holdInput), outputs: req.outputs };
+}
+
+/** `raw` with its `model` member's value replaced by `model`, the rest of its bytes as they were. */
+function renamedModel(raw: Buffer, body: Record<string, unknown>, model: string): Buffer {
+  const pieces = spliceMemberValue(raw, "model", JSON.stringify(model));
+  // Null only were the walk to miss a member JSON.parse read: the request then goes re-serialized.
+  return pieces ? Buffer.concat(pieces) : Buffer.from(JSON.stringify({ ...body, model }));
 }
 
 /** The upstream's body, handed over once: the request keeps no reference to it while it waits. */

@@ -10,6 +10,7 @@ import { grantRefusal, type KeyChanges, type KeyDetails } from "../store/store.t
 import { isKeyName, isModelName, isNote, isWithin, MAX_IDEMPOTENCY_KEY_LENGTH, MAX_KEY_NAME_CHARACTERS, MAX_NOTE_CHARACTERS, notPlainCharacter } from "../names.ts";
 import { usageReportBatches } from "./usage.ts";
 import { sendUsageBody } from "./usage-body.ts";
+import { modelNamed } from "../requests/model-aliases.ts";
 
 /**
  * Admin routes (Bearer SHIM_ADMIN_TOKEN, checked by the auth hook). nginx also limits /admin/*
@@ -244,9 +245,11 @@ function expiryField(ctx: ShimContext, body: Record<string, unknown>): number | 
 function modelList(ctx: ShimContext, v: unknown): string[] | null {
   if (v === undefined || v === null) return null;
   if (!Array.isArray(v) || v.length === 0 || !v.every(isModelName)) throw invalid("'models' must be a non-empty list of model names.", "models");
-  const unknown = ctx.config.models ? v.filter((m) => !ctx.config.models!.has(m as string)) : [];
+  // An alias is kept as its model's name: the key is allowed the model under all its names.
+  const models = (v as string[]).map((m) => modelNamed(ctx.config, m));
+  const unknown = ctx.config.models ? models.filter((m) => !ctx.config.models!.has(m)) : [];
   if (unknown.length > 0) throw invalid(`'models' names unknown models: ${unknown.join(", ")}.`, "models");
-  return [...new Set(v as string[])];
+  return [...new Set(models)];
 }
 
 /** The body as an object of the `known` fields. */

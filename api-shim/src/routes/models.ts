@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from "fastify";
 import { modelRefusal } from "../requests/admission.ts";
+import { aliasesOf, modelNamed } from "../requests/model-aliases.ts";
 import { authHeaders } from "../limits/response-headers.ts";
 import { batchAsked } from "../requests/batch-query.ts";
 import type { ShimContext } from "../context.ts";
@@ -86,12 +87,15 @@ async function keyModels(ctx: ShimContext, request: FastifyRequest): Promise<{ b
   }
   const key = request.auth!.key;
   const seen = new Set<string>();
-  const data = list.entries.filter(({ id }) => {
+  // Each model's aliases after it, as its own entry under the alias's id: clients and tools pick
+  // a name from this list, and an alias's context, owner and price are its model's.
+  const named = list.entries.flatMap((e) => [e, ...aliasesOf(ctx.config, e.id).map((alias) => ({ id: alias, entry: { ...e.entry, id: alias } }))]);
+  const data = named.filter(({ id }) => {
     if (seen.has(id) || modelRefusal(ctx, key, id) !== null) return false;
     seen.add(id);
     return true;
   });
-  return { body: list.body, data: data.map(({ id, entry }) => ({ id, entry: { ...entry, pricing: shownPrice(ctx.pricer.price(id)) } })) };
+  return { body: list.body, data: data.map(({ id, entry }) => ({ id, entry: { ...entry, pricing: shownPrice(ctx.pricer.price(modelNamed(ctx.config, id))) } })) };
 }
 
 /**
