@@ -39,13 +39,14 @@ export const isLow = (k: KeyCredits, share: number): boolean => k.balance <= 0 |
 
 /**
  * The query both stores run: `from` and `now` their placeholders, `integer` makes a sum an integer
- * (Postgres' sum of bigints is a numeric). One row per active key, in id order.
+ * (Postgres' sum of bigints is a numeric), `collate` orders ids in byte order (Postgres' ` COLLATE "C"`,
+ * as SQLite's own). One row per active key, in id order.
  */
-export function lowCreditsSql(from: string, now: string, integer: (sum: string) => string = (sum) => sum): string {
+export function lowCreditsSql(from: string, now: string, integer: (sum: string) => string = (sum) => sum, collate = ""): string {
   return `SELECT k.id AS "keyId", k.name AS name, k.balance AS balance,
       k.balance - ${integer(`coalesce((SELECT sum(l.amount) FROM ledger l WHERE l.key_id = k.id AND l.at >= ${from} AND l.kind IN ('usage', 'adjustment')), 0)`)} AS had
     FROM keys k WHERE k.revoked_at IS NULL AND (k.expires_at IS NULL OR k.expires_at > ${now})
-    ORDER BY k.id`;
+    ORDER BY k.id${collate}`;
 }
 
 /** The SQLite store's (on the report worker for a database file: sqlite-report-worker.ts). */

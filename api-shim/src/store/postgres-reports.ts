@@ -161,7 +161,7 @@ export class UsageReports {
   /** Each active key's credits this month (low-credits.ts), as the operator's report: its line, its bound. */
   lowCredits(q: LowCreditsQuery): Promise<KeyCredits[]> {
     const opening = openReport(undefined, this.closing.signal);
-    const rows = this.statement(null, lowCreditsSql("$1", "$2", (sum) => `(${sum})::bigint`), [q.from, q.now], false, opening).then(allRows) as Promise<unknown> as Promise<KeyCredits[]>;
+    const rows = this.statement(null, lowCreditsSql("$1", "$2", (sum) => `(${sum})::bigint`, ' COLLATE "C"'), [q.from, q.now], false, opening).then(allRows) as Promise<unknown> as Promise<KeyCredits[]>;
     return rejectOnAbort(rows, opening.signal);
   }
 
