@@ -20,6 +20,7 @@ import { KeyWaiters } from "./limits/key-waits.ts";
 import { jsonShapeProblem } from "./requests/json-shape.ts";
 import { requestLogger } from "./observability/logger.ts";
 import { Metrics } from "./observability/metrics.ts";
+import { LowCreditGauges } from "./observability/low-credits.ts";
 import { redactedPath, secretRedactor } from "./observability/redaction.ts";
 import { finishRequest, logUnparsed } from "./observability/request-line.ts";
 import { Pricer } from "./money/pricing.ts";
@@ -79,6 +80,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   metrics.bodyMemory = ctx.bodyMemory;
   metrics.retryMemory = ctx.leftGenerations;
   metrics.requestsInFlight = () => Math.max(0, ctx.inflight.size - 1); // read in the /metrics request, itself in flight
+  new LowCreditGauges({ store: deps.store, clock: deps.clock, logger: deps.logger, registry: metrics.registry, share: config.lowCreditsShare, intervalMs: config.lowCreditsIntervalMs });
   const fromProxy = trustedPeers(config.trustProxy);
   const app = Fastify({
     loggerInstance: deps.logger as FastifyBaseLogger,

@@ -112,6 +112,10 @@ export interface ShimConfig {
   readonly drainTimeoutMs: number;
   /** How often the upstream is probed as /ready probes it, for shim_upstream_ready; 0: only when /ready is asked. */
   readonly readyProbeIntervalMs: number;
+  /** A key is low on credits under this share of what it had this month (store/low-credits.ts; fleet-status.sh's FLEET_LOW_SHARE). */
+  readonly lowCreditsShare: number;
+  /** The low-credit gauges are read at most this often (ms; 0: not at all): observability/low-credits.ts. */
+  readonly lowCreditsIntervalMs: number;
   readonly maxBodyBytes: number;
   /** Largest non-streamed answer relayed: it is read whole (the headers carry its charge). */
   readonly maxAnswerBytes: number;
@@ -300,8 +304,11 @@ export function parseShimConfig(env: Env, readFile: (path: string) => string): S
     bodyMemoryBytes: int("SHIM_BODY_MEMORY_BYTES", DEFAULT_BODY_MEMORY_BYTES, 1024, 64 * 1024 * 1024 * 1024),
   };
 
+  const lowCredits = lowCreditsSettings(env, int, badValue);
+
   if (problems.length > 0) throw new ConfigError(problems);
   return deepFreeze({
+    ...lowCredits,
     port,
     host: str("SHIM_HOST") ?? "0.0.0.0",
     upstreamUrl: (upstreamUrl ?? "").replace(/\/+$/, ""),
@@ -343,6 +350,25 @@ function previousAdminToken(env: Env, secrets: { SHIM_ADMIN_TOKEN: string | null
 }
 /** What SHIM_ADMIN_TOKEN_PREVIOUS_UNTIL (and the stack's previousAdminTokenUntil) takes, as period.ts readInstant reads it. */
 export const PREVIOUS_UNTIL_SHAPE = "an ISO-8601 instant with its time zone, e.g. 2026-06-08T12:00:00Z";
+
+/**
+ * The low-credit gauges' share (a decimal from 0 to 1, as fleet-status.sh's FLEET_LOW_SHARE) and
+ * refresh interval: each refresh reads a month of the ledger, so not more than once a second.
+ */
+function lowCreditsSettings(env: Env, int: (name: string, def: number, min: number, max: number) => number, badValue: (name: string, value: string, allowed: string, parsed?: string) => void) {
+  const raw = env.SHIM_LOW_CREDITS_SHARE?.trim() ?? "";
+  let lowCreditsShare = 0.1;
+  if (raw !== "") {
+    if (/^(0(\.\d+)?|1(\.0*)?|\.\d+)$/.test(raw)) lowCreditsShare = Number(raw);
+    else badValue("SHIM_LOW_CREDITS_SHARE", raw, "a number from 0 to 1 (a share of the credits a key had this month, e.g. 0.1)");
+  }
+  let lowCreditsIntervalMs = int("SHIM_LOW_CREDITS_INTERVAL_MS", 300_000, 0, 86_400_000);
+  if (lowCreditsIntervalMs > 0 && lowCreditsIntervalMs < 1000) {
+    badValue("SHIM_LOW_CREDITS_INTERVAL_MS", String(lowCreditsIntervalMs), "0 (off) or an integer from 1000 to 86400000", String(lowCreditsIntervalMs));
+    lowCreditsIntervalMs = 300_000;
+  }
+  return { lowCreditsShare, lowCreditsIntervalMs };
+}
 
 function deepFreeze<T>(o: T): T {
   if (o && typeof o === "object" && !Object.isFrozen(o)) {

@@ -28,6 +28,14 @@ const problems = (env: Record<string, string>, yaml?: string): string[] => {
 };
 
 describe("parseShimConfig", () => {
+  it("SHIM_LOW_CREDITS_SHARE (0.1) and SHIM_LOW_CREDITS_INTERVAL_MS (300000, 0: off): the low-credit gauges' share and refresh, refused out of range", () => {
+    expect(parse({})).toMatchObject({ lowCreditsShare: 0.1, lowCreditsIntervalMs: 300_000 });
+    expect(parse({ SHIM_LOW_CREDITS_SHARE: "0.25", SHIM_LOW_CREDITS_INTERVAL_MS: "0" })).toMatchObject({ lowCreditsShare: 0.25, lowCreditsIntervalMs: 0 });
+    expect(parse({ SHIM_LOW_CREDITS_SHARE: "1" })).toMatchObject({ lowCreditsShare: 1 });
+    for (const bad of ["1.5", "-0.1", "10%", "abc"]) expect(problems({ SHIM_LOW_CREDITS_SHARE: bad }).join("\n")).toContain(`SHIM_LOW_CREDITS_SHARE: "${bad}" is not valid; expected a number from 0 to 1`);
+    expect(problems({ SHIM_LOW_CREDITS_INTERVAL_MS: "500" }).join("\n")).toContain("SHIM_LOW_CREDITS_INTERVAL_MS: \"500\" is not valid; expected 0 (off) or an integer from 1000");
+  });
+
   it("applies the documented defaults and freezes the result", () => {
     const c = parse({});
     expect(c).toMatchObject({

@@ -1,6 +1,7 @@
 import { expect, it } from "vitest";
 import { MAX_BALANCE_MICRO } from "../../api-shim/src/money/money.ts";
 import type { NewKey, Store, UsageRow } from "../../api-shim/src/store/store.ts";
+import { isLow } from "../../api-shim/src/store/low-credits.ts";
 
 export const newKey = (id: string, credits: number): NewKey => ({ id, name: id, hash: `sha256:${"0".repeat(64)}`, tier: "free", models: null, expiresAt: null, credits, at: 1000 });
 export const usage = (keyId: string, requestId: string, cost = 0, at = 2000): UsageRow => ({ requestId, keyId, at, route: "chat", model: "m", status: 200, promptTokens: 3, completionTokens: 4, cost, stream: false, ms: 1, served: true, priceId: "p", batch: false, cachedTokens: 0 });
@@ -220,6 +221,45 @@ export function storeContract(current: () => Store): void {
     expect(await store.getKey("admin")).toMatchObject({ revokedAt: 70 });
     expect(await store.revokeKey("nope", 80)).toBe(false);
     expect((await store.listKeys()).map((k) => k.id)).toEqual(["admin", "gone", "keep"]);
+  });
+
+  it("lowCredits: each active key's balance and the credits it had this month (opening + granted), read as fleet-status.sh reads a month's statement", async () => {
+    const store = current();
+    const month = Date.UTC(2026, 11, 1);
+    const now = month + 5 * 86_400_000;
+    const before = (id: string, credits: number, more: Partial<NewKey> = {}) => store.createKey({ ...newKey(id, credits), at: month - 86_400_000, ...more });
+    const spend = async (keyId: string, cost: number, at: number) => {
+      await store.reserve({ reservationId: `r-${keyId}-${at}`, keyId, amount: cost, at });
+      await store.settle({ reservationId: `r-${keyId}-${at}`, keyId, hold: cost, cost, usage: usage(keyId, `q-${keyId}-${at}`, cost, at) });
+    };
+    await before("drained", 100); // spent 95 of its 100 this month: 5 left, under a tenth
+    await spend("drained", 95, month + 1000);
+    await before("full", 100);
+    await spend("full", 5, month + 1000);
+    await before("topped", 100); // 5 left last month, 100 topped up and 4 spent this month: had 105
+    await spend("topped", 95, month - 1000);
+    await store.topUp({ keyId: "topped", amount: 100, note: null, at: month + 2000, idempotency: null, respond: () => "", refuse: () => null });
+    await spend("topped", 4, month + 3000);
+    await before("written", 100); // 30 written off this month: had 100 still, 70 left
+    await store.topUp({ keyId: "written", amount: 30, note: null, at: month + 2000, idempotency: null, writeOff: true, respond: () => "", refuse: () => null });
+    await before("empty", 0);
+    await before("gone", 0);
+    await store.revokeKey("gone", month + 1000);
+    await before("ended", 0, { expiresAt: now });
+    expect(await store.lowCredits({ from: month, now })).toEqual([
+      { keyId: "drained", name: "drained", balance: 5, had: 100 },
+      { keyId: "empty", name: "empty", balance: 0, had: 0 },
+      { keyId: "full", name: "full", balance: 95, had: 100 },
+      { keyId: "topped", name: "topped", balance: 101, had: 105 },
+      { keyId: "written", name: "written", balance: 70, had: 100 },
+    ]);
+    // The same figures as the month's credits statement (opening + granted, closing) of each active key.
+    const statement = await store.credits({ keyId: null, asker: null, from: month, to: now });
+    for (const k of await store.lowCredits({ from: month, now })) {
+      const line = statement.find((l) => l.keyId === k.keyId);
+      expect({ had: k.had, balance: k.balance }, k.keyId).toEqual({ had: (line?.opening ?? 0) + (line?.granted ?? 0), balance: line?.closing ?? 0 });
+    }
+    expect((await store.lowCredits({ from: month, now })).filter((k) => isLow(k, 0.1)).map((k) => k.keyId)).toEqual(["drained", "empty"]);
   });
 
   it("top-ups honour idempotency keys per key: replay, conflict, not found", async () => {

@@ -63,12 +63,14 @@ describe("the Prometheus files an operator copies", () => {
     expect(r.output).toContain("SUCCESS");
   });
 
-  it("the unit tests catch a rule that fires on another job's failed scrape, too late for a restart loop, on requests that were not refused for lack of credits, on /ready's 503s, on a model still loading at a start or reloading under a running shim, a certificate's expiry at another threshold or on other jobs, a failing probe missed or mistaken, vLLM's queue on bursts or other jobs, or its KV cache without preemptions, without it full, or for one burst", (ctx) => {
+  it("the unit tests catch a rule that fires on another job's failed scrape, too late for a restart loop, on requests that were not refused for lack of credits, on keys low for minutes or only past two of them, on /ready's 503s, on a model still loading at a start or reloading under a running shim, a certificate's expiry at another threshold or on other jobs, a failing probe missed or mistaken, vLLM's queue on bursts or other jobs, or its KV cache without preemptions, without it full, or for one burst", (ctx) => {
     if (!hasPromtool) return ctx.skip(NO_PROMTOOL);
     const alerts = readFileSync(join(DIR, "alerts.yml"), "utf8");
     const broken: [string, string][] = [['up{job=~"gpu-sandbox.*"} == 0', "up == 0"], ["[15m]) > 2", "[15m]) > 5"], ["< 2e9", "< 1e8"], ["for: 0m", "for: 5m"],
       // The out-of-credit alert: on another status, on a window too short to hold it 15 minutes.
       ['{status="402"}[15m]', '{status!="402"}[15m]'], ['{status="402"}[15m]', '{status="402"}[5m]'],
+      // The low-credit alert: for a key topped up within minutes, or only past two keys.
+      ["(shim_keys_low_credits) > 0\n        for: 15m", "(shim_keys_low_credits) > 0\n        for: 5m"], ["(shim_keys_low_credits) > 0", "(shim_keys_low_credits) > 2"],
       // The 503 alert: on /ready's answers too, on another status.
       ['{status="503", route!="/ready"}', '{status="503"}'], ['{status="503", route!="/ready"}', '{status="502", route!="/ready"}'],
       // The model server alert: at a start while the model loads, never for a start whose model does not load, or

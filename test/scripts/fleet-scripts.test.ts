@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { expectOperatorScriptClean } from "../support/operator-scripts.ts";
 import { startShim, type Harness } from "../support/shim-harness.ts";
-import { tempDir } from "../support/tools.ts";
+import { pollUntil, tempDir } from "../support/tools.ts";
 
 /**
  * templates/operator/fleet-status.sh and fleet-invoices.sh, run as an operator runs them from a
@@ -77,6 +77,22 @@ describe("fleet-status.sh: every tenant's state in one run", { timeout: 120_000 
     expect(rows.carol).toMatchObject({ status: "deployed", answered: false, exit: 3 });
     expect(rows.delta).toMatchObject({ status: "not deployed", answered: null });
     expect(r.stderr).toContain("carol did not answer (report-usage exit 3)");
+  });
+
+  it("its `low` keys are those the shim's low-credit gauge names, by the same rule and share (0.1), for the alert between mornings", async () => {
+    const r = await run("fleet-status.sh");
+    const acme = (JSON.parse(r.stdout) as { stack: string; low?: string[] }[]).find((row) => row.stack === "acme")!;
+    const shim = shims[0]!;
+    let scrape = "";
+    // The first scrape starts the shim's read of the ledger; a later one shows what it read.
+    expect(await pollUntil(async () => {
+      scrape = await (await fetch(`${shim.url}/metrics`)).text();
+      return /^shim_low_credits_checked_timestamp_seconds [1-9]/m.test(scrape);
+    }, 10_000, 100), scrape).toBe(true);
+    const named = [...scrape.matchAll(/^shim_key_low_credits_ratio\{key_id="[^"]+",key_name="([^"]+)"\}/gm)].map((m) => m[1]);
+    expect(acme.low).toEqual(["dry"]);
+    expect(named.sort()).toEqual([...acme.low!].sort());
+    expect(scrape).toMatch(new RegExp(`^shim_keys_low_credits ${acme.low!.length}$`, "m"));
   });
 
   it("exits 0 when every stack with an endpoint answered (credits and expiry are data, not failures)", async () => {

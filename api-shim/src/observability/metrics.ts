@@ -12,8 +12,9 @@ const DUPLICATE_TOTAL_GAUGES = ["nodejs_active_handles_total", "nodejs_active_re
 
 /**
  * Prometheus metrics with low-cardinality labels only: route pattern, status, configured model
- * names. Never key ids, keys or client addresses. One registry per app instance (tests build
- * many apps in one process).
+ * names. Never keys or client addresses, nor key ids but in the low-credit gauges' one bounded
+ * family (low-credits.ts: at most 100 keys). One registry per app instance (tests build many
+ * apps in one process).
  */
 export class Metrics {
   readonly registry = new Registry();

@@ -6,6 +6,7 @@ import { reportCursor } from "./postgres-report-cursor.ts";
 import { allRows, openReport, REPORT_TIMEOUT_MS, type ReportOpening } from "./report-reader.ts";
 import { KeyedTurns, Turns } from "./turns.ts";
 import { type RequestRow, type RequestsQuery, requestsPgSql, requestsPgValues } from "./request-rows.ts";
+import { type KeyCredits, type LowCreditsQuery, lowCreditsSql } from "./low-credits.ts";
 import { creditsColumns, creditsLine, type CreditsLine, type CreditsQuery, type CreditsRow, entryColumns, grantRows, topUpRows, writeOffRows } from "./credits-statement.ts";
 import { REPORTED_SQL, StoreUnavailableError, type UsageGroup, type UsageQuery } from "./store.ts";
 import { firstAndRest, REPORT_BATCH_ROWS, type UsageRest, type UsageRows } from "./usage-batches.ts";
@@ -154,6 +155,13 @@ export class UsageReports {
     const values = q.keyId === null ? [q.from, q.to] : [q.from, q.to, q.keyId];
     // The cursor's rows are the statement's lines (its bigints come as numbers: postgres-client.ts).
     const rows = (this.statement(q.asker, creditsSql(q), values, false, opening).then(allRows) as Promise<unknown> as Promise<CreditsRow[]>).then((r) => r.map(creditsLine));
+    return rejectOnAbort(rows, opening.signal);
+  }
+
+  /** Each active key's credits this month (low-credits.ts), as the operator's report: its line, its bound. */
+  lowCredits(q: LowCreditsQuery): Promise<KeyCredits[]> {
+    const opening = openReport(undefined, this.closing.signal);
+    const rows = this.statement(null, lowCreditsSql("$1", "$2", (sum) => `(${sum})::bigint`, ' COLLATE "C"'), [q.from, q.now], false, opening).then(allRows) as Promise<unknown> as Promise<KeyCredits[]>;
     return rejectOnAbort(rows, opening.signal);
   }
 

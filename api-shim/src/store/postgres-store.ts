@@ -364,6 +364,7 @@ export class PostgresStore implements Store {
 
   /** As usage(): a report's turn, bound and cancellation (postgres-reports.ts); a request's or a key's ledger rows too (request-rows.ts). */
   readonly credits: Store["credits"] = (q) => this.read(() => this.reports.credits(q));
+  readonly lowCredits: Store["lowCredits"] = (q) => this.read(() => this.reports.lowCredits(q));
   readonly requests: Store["requests"] = (q) => this.read(() => this.reports.requests(q));
 
   /** Every reservation is a row here, whichever replica made it: `reservedSum` is their sum. */

@@ -10,6 +10,7 @@ import Database from "better-sqlite3";
 import { type ReportQuery, usageReport } from "./sqlite-usage-report.ts";
 import { type CreditsAsk, creditsStatement } from "./sqlite-credits-statement.ts";
 import { code } from "./sqlite-failures.ts";
+import { type LowCreditsQuery, sqliteLowCredits } from "./low-credits.ts";
 import { type RequestsAsk, requestRowsPage } from "./sqlite-request-rows.ts";
 import type { RowAfter } from "./request-rows.ts";
 import type { UsageGroup } from "./store.ts";
@@ -22,10 +23,10 @@ import { REPORT_BATCH_ROWS } from "./usage-batches.ts";
 /**
  * A report to run: it ends early once `stop[0]` is not 0 (set by the store's thread), or
  * `timeoutMs` after it came. `more`: the running report's next batch; `drop`: its asker gave up
- * the rest (no answer). `credits`: a credits statement, answered as a report (its lines as rows). `backup`: the database copied into that new file (VACUUM INTO), answered
+ * the rest (no answer). `credits`: a credits statement, answered as a report (its lines as rows); `lowCredits` so too (low-credits.ts). `backup`: the database copied into that new file (VACUUM INTO), answered
  * `written` (or an error); nothing stops it but its end.
  */
-export type ReportAsk = { query: ReportQuery; timeoutMs: number } | { credits: CreditsAsk; timeoutMs: number } | { requests: RequestsAsk; timeoutMs: number } | { more: true } | { drop: true } | { backup: string };
+export type ReportAsk = { query: ReportQuery; timeoutMs: number } | { credits: CreditsAsk; timeoutMs: number } | { lowCredits: LowCreditsQuery; timeoutMs: number } | { requests: RequestsAsk; timeoutMs: number } | { more: true } | { drop: true } | { backup: string };
 /**
  * `more`: further batches follow, each once asked for (absent: this is the last). `code`:
  * SQLite's, when the database failed (a corrupt page): the store fails closed on some. `ready`:
@@ -59,7 +60,7 @@ parentPort!.on("message", (ask: ReportAsk) => {
   parentPort!.postMessage(attempt(() => {
     const check = checking(deadline, ask.timeoutMs);
     // A statement's lines go as rows: the store's thread knows what it asked for.
-    held = { rows: "credits" in ask ? creditsStatement(db, ask.credits, check) as unknown as UsageGroup[] : usageReport(db, ask.query, check), next: 0 };
+    held = { rows: "credits" in ask ? creditsStatement(db, ask.credits, check) as unknown as UsageGroup[] : "lowCredits" in ask ? sqliteLowCredits(db, ask.lowCredits) as unknown as UsageGroup[] : usageReport(db, ask.query, check), next: 0 };
     return nextBatch();
   }));
 });

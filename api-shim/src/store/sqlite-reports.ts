@@ -5,6 +5,7 @@ import { isCorrupt } from "./sqlite-failures.ts";
 import type { ReportAnswer, ReportAsk } from "./sqlite-report-worker.ts";
 import type { ReportQuery } from "./sqlite-usage-report.ts";
 import type { CreditsAsk } from "./sqlite-credits-statement.ts";
+import type { KeyCredits, LowCreditsQuery } from "./low-credits.ts";
 import type { RequestsAsk } from "./sqlite-request-rows.ts";
 import type { RequestRow, RequestsQuery } from "./request-rows.ts";
 import type { CreditsLine, CreditsQuery } from "./credits-statement.ts";
@@ -21,7 +22,7 @@ import { firstAndRest, type UsageRest, type UsageRows } from "./usage-batches.ts
  */
 const WAITING_PER_KEY = 8;
 /** What the worker is asked to run: a usage report, a credits statement, or a request's or key's ledger rows. */
-type ReportWork = { query: ReportQuery } | { credits: CreditsAsk } | { requests: RequestsAsk };
+type ReportWork = { query: ReportQuery } | { credits: CreditsAsk } | { requests: RequestsAsk } | { lowCredits: LowCreditsQuery };
 const WAITING_KEYS = 64;
 const WORKER = new URL("./sqlite-report-worker.ts", import.meta.url);
 /**
@@ -134,6 +135,14 @@ export class SqliteReports {
     const { signal: wanted, asker, ...credits } = q;
     // The worker's rows cross as they are: a statement's lines, not usage groups.
     return this.read(asker, wanted, { credits }, beforeRun).then(allRows) as Promise<unknown> as Promise<CreditsLine[]>;
+  }
+
+  /**
+   * Each active key's credits this month (low-credits.ts), in the operator's line and the
+   * reports' turn: the gauges' refresh waits behind a running report, never beside it.
+   */
+  lowCredits(q: LowCreditsQuery, beforeRun: () => Promise<void>): Promise<KeyCredits[]> {
+    return this.read(null, undefined, { lowCredits: q }, beforeRun).then(allRows) as Promise<unknown> as Promise<KeyCredits[]>;
   }
 
   /**

@@ -15,6 +15,7 @@ import { type CompleteCheckpoint, WAL_SIZE_LIMIT, watchRoom } from "./sqlite-spa
 import { prepareStatements, toKey } from "./sqlite-statements.ts";
 import { usageReport } from "./sqlite-usage-report.ts";
 import { creditsStatement } from "./sqlite-credits-statement.ts";
+import { sqliteLowCredits } from "./low-credits.ts";
 import type { CreditsLine, CreditsQuery } from "./credits-statement.ts";
 import { allRequestRows } from "./sqlite-request-rows.ts";
 import { WalClosedError, WalSync } from "./sqlite-wal-sync.ts";
@@ -351,10 +352,9 @@ export class SqliteStore implements Store {
   }
 
   /** As usage(): after the open batch commits, on the report worker for a file. */
-  credits(q: CreditsQuery): Promise<CreditsLine[]> {
-    if (this.reports === undefined) return this.now(() => creditsStatement(this.db, q));
-    return this.reports.credits(q, () => this.now(() => {}));
-  }
+  readonly credits: Store["credits"] = (q) => (this.reports === undefined ? this.now(() => creditsStatement(this.db, q)) : this.reports.credits(q, () => this.now(() => {})));
+  /** So too: each active key's credits this month (low-credits.ts), for the gauges' refresh; never on the request path. */
+  readonly lowCredits: Store["lowCredits"] = (q) => (this.reports === undefined ? this.now(() => sqliteLowCredits(this.db, q)) : this.reports.lowCredits(q, () => this.now(() => {})));
 
   /** As usage(): after the open batch commits, on the report worker for a file, a page per batch (sqlite-request-rows.ts). */
   readonly requests: Store["requests"] = (q) => (this.reports === undefined ? this.now(() => allRequestRows(this.db, q)) : this.reports.requests(q, () => this.now(() => {})));

@@ -9,6 +9,7 @@ import type { ReportedPrice } from "../money/price-record.ts";
 import type { KeyChanges, KeyUpdateResult } from "./key-updates.ts";
 import type { BackupFile } from "./sqlite-backup.ts";
 import type { CreditsLine, CreditsQuery } from "./credits-statement.ts";
+import type { KeyCredits, LowCreditsQuery } from "./low-credits.ts";
 import type { TopUpInput, TopUpResult } from "./top-ups.ts";
 import type { RequestRow, RequestsQuery } from "./request-rows.ts";
 import type { UsageRows } from "./usage-batches.ts";
@@ -304,6 +305,8 @@ export interface Store {
   usage(query: UsageQuery): Promise<UsageGroup[]>;
   /** Per key over a period: its balance at each end, and what was granted and spent between (credits-statement.ts). */
   credits(query: CreditsQuery): Promise<CreditsLine[]>;
+  /** Each active key's balance and the credits it had this month (low-credits.ts), off the request path, as the operator's report. */
+  lowCredits(query: LowCreditsQuery): Promise<KeyCredits[]>;
   /**
    * A request id's ledger rows, or a key's requests in a period one row each, oldest first
    * (request-rows.ts): as a report (its turn, bound and end when its asker leaves), the first
