@@ -1,5 +1,5 @@
 import type { KeyRow, prepareStatements, RequestRow } from "./sqlite-statements.ts";
-import { keyIsLive, StoreUnavailableError, type ReserveInput, type ReserveResult, type SettleInput } from "./store.ts";
+import { keyIsLive, StoreUnavailableError, type AuditRow, type ReserveInput, type ReserveResult, type SettleInput } from "./store.ts";
 
 /** An open hold of this process: its key and amount (the key row has the sum and the count). */
 export interface Hold { keyId: string; amount: number }
@@ -156,4 +156,10 @@ export class Batch {
       if (a.dBalance !== 0 || a.dHeld !== 0 || a.dHolds !== 0) this.stmt.applyMoney.run(a.dBalance, a.dHeld, a.dHolds, a.id);
     }
   }
+}
+
+/** The money invariants per key (Store.audit): `reservations` is the database's count of open holds; `reservedSum` the sum of this process's own. */
+export function auditRows(stmt: ReturnType<typeof prepareStatements>, holds: Record<string, Hold>): AuditRow[] {
+  const mine = holdsByKey(holds);
+  return stmt.audit.all().map((r) => ({ keyId: r.keyId, balance: r.balance, held: r.held, ledgerSum: r.ledgerSum, reservations: r.holds, reservedSum: mine.get(r.keyId)?.sum ?? 0 }));
 }
