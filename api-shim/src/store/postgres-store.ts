@@ -13,7 +13,7 @@ import { applySettings, checkSessions, connectSession, probeSessions, sessionSet
 import { settleAfresh, settleOn } from "./postgres-settle.ts";
 import { ADOPT_HOLDS, READY, StaleOwners, SWEEP_GRACE_MS } from "./postgres-sweep.ts";
 import { UsageIndexBuild } from "./postgres-usage-index.ts";
-import { AUDIT, IN_RECOVERY, READ_ONLY, RESERVE } from "./postgres-sql.ts";
+import { AUDIT, IN_RECOVERY, JOINED_ROW, READ_ONLY, RESERVE } from "./postgres-sql.ts";
 import {
   asStoreError, NewerSchemaError, SchemaOwnerNeededError, SessionSettingsError, StoreUnavailableError, type AuditRow, type BootstrapResult, type CreationIdempotency, type KeyChanges, type KeyCreationResult,
   type KeyDetails, type KeyRecord, type KeyUpdateResult, type NewKey, type ReserveInput, type ReserveResult, type SettleInput, type Store, type TopUpInput, type TopUpResult, type UsageGroup, type UsageQuery } from "./store.ts";
@@ -339,6 +339,9 @@ export class PostgresStore implements Store {
     const mine = this.unsettled.delete(input.reservationId);
     return this.write("settle", input.reservationId, () => settleOn(this.pool, input, mine), () => settleAfresh(this.session, this.connections, input, mine));
   }
+
+  /** One INSERT on the pool, after its answer is out (no hold, no key row: nothing moves). */
+  readonly recordJoined: Store["recordJoined"] = (r) => this.read(async () => void (await this.pool.query({ name: "joined-row", text: JOINED_ROW, values: [r.keyId, r.at, r.requestId, r.route, r.model, r.status, r.ms, r.batch, r.joined] })));
 
   /**
    * A sweep: releases the holds of owners without a liveness lock for the grace (postgres-sweep.ts)

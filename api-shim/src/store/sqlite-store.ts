@@ -20,7 +20,7 @@ import { allRequestRows } from "./sqlite-request-rows.ts";
 import { WalClosedError, WalSync } from "./sqlite-wal-sync.ts";
 import { retryWhileBusy, WriteLockQueue } from "./sqlite-write-lock.ts";
 import {
-  StoreUnavailableError, UnconfirmedWriteError, type AuditRow, type BootstrapResult, type CreationIdempotency, type KeyChanges, type KeyCreationResult, type KeyDetails, type KeyRecord, type KeyUpdateResult, type NewKey, type ReserveInput,
+  StoreUnavailableError, UnconfirmedWriteError, type AuditRow, type BootstrapResult, type CreationIdempotency, type KeyChanges, type KeyCreationResult, type KeyDetails, type KeyRecord, type KeyUpdateResult, type JoinedRow, type NewKey, type ReserveInput,
   type ReserveResult, type SettleInput, type Store, type TopUpInput, type TopUpResult, type UsageGroup, type UsageQuery,
 } from "./store.ts";
 
@@ -331,6 +331,13 @@ export class SqliteStore implements Store {
     }, true);
     await batch!.whenWritten();
     return result;
+  }
+
+  /** In the open batch (its write lock and COMMIT), as a settlement's row: resolves once committed. */
+  async recordJoined(row: JoinedRow): Promise<void> {
+    let batch: Batch | undefined;
+    await this.batched(() => (batch = this.batch!).joined(row));
+    await batch!.whenWritten();
   }
 
   releaseStaleReservations(): Promise<number> {
