@@ -63,10 +63,12 @@ totals.
   --itemise                  with --key: the key's requests in the period one row each, oldest
                              first (request_id, key_id, at, route, model, status, stream, batch,
                              served, reported, prompt_tokens, cached_tokens, completion_tokens,
-                             total_tokens, cost, price_id, ms), written as the shim sends them;
-                             --format csv (default) or json (an array of each key's list). The
-                             rows with reported true add up to the period's report; the others
-                             were neither served nor charged. Not with --group
+                             total_tokens, cost, price_id, ms, joined_request_id), written as
+                             the shim sends them; --format csv (default) or json (an array of
+                             each key's list). The rows with reported true add up to the
+                             period's report; the others were neither served nor charged (a
+                             joined_request_id: answered with that request's generation,
+                             which has the charge). Not with --group
   --format <table|json|csv>  table (default); json (the API's report, each row with key_name
                              after key_id as in the CSV, plus totals, and with --key the keys
                              covered); csv (the API's CSV, spreadsheet-safe, one row per

@@ -9,6 +9,8 @@ import type { RequestList, RequestRowJson, RequestsQuery } from "./request-shape
  * "A tenant's ticket in detail", says the same): charged or not, and why.
  */
 export function whatItMeans(r: RequestRowJson): string {
+  const j = r.joined_request_id;
+  if (j) return `Not charged: it was answered with request ${j}'s generation (a retry that joined it, or a re-send with its Idempotency-Key), whose row has the charge: report-usage --request ${j}; not counted in the usage reports (that request is).`;
   const charged = r.cost > 0 ? `Charged ${r.cost} credits` : "Not charged";
   const counted = r.reported ? "counted in the usage reports" : "not counted in the usage reports (nothing served, nothing charged)";
   let why: string;
@@ -29,12 +31,14 @@ export function whatItMeans(r: RequestRowJson): string {
 /** A row as --request prints it: its fields, one a line, then what it means. */
 export function formatRequestRow(r: RequestRowJson, keyName: string | undefined): string {
   const unknown = "unknown (not recorded before 2026-12-07)";
-  const fields: [string, string | number][] = [
-    ["request id", r.request_id], ["key", `${r.key_id}${keyName === undefined ? "" : ` (${keyName})`}`], ["at", r.at], ["route", r.route], ["model", r.model],
+  // A joined request's row: the request it joined, and no price line (nothing was charged at one: not "unknown").
+  const joined = r.joined_request_id ?? null;
+  const fields = ([
+    ["request id", r.request_id], ["joined", joined], ["key", `${r.key_id}${keyName === undefined ? "" : ` (${keyName})`}`], ["at", r.at], ["route", r.route], ["model", r.model],
     ["status", r.status], ["stream", r.stream === null ? "unknown" : String(r.stream)], ["batch", r.batch === null ? unknown : String(r.batch)],
     ["prompt tokens", r.prompt_tokens], ["cached tokens", r.cached_tokens ?? unknown], ["completion tokens", r.completion_tokens],
-    ["cost", `${r.cost} credits`], ["price", r.price_id ?? unknown], ["took", r.ms === null ? "unknown" : `${r.ms} ms`],
-  ];
+    ["cost", `${r.cost} credits`], ["price", joined === null ? r.price_id ?? unknown : null], ["took", r.ms === null ? "unknown" : `${r.ms} ms`],
+  ] as [string, string | number | null][]).filter((f): f is [string, string | number] => f[1] !== null);
   const width = Math.max(...fields.map(([name]) => name.length));
   return `${fields.map(([name, value]) => `${`${name}:`.padEnd(width + 2)}${value}`).join("\n")}\n\n${whatItMeans(r)}`;
 }

@@ -21,6 +21,8 @@ export interface RequestRowJson {
   readonly cost: number;
   readonly price_id: string | null;
   readonly ms: number | null;
+  /** A joined retry's or replayed re-send's row: the request whose charge it shares (absent from a shim before 2026-12-08). */
+  readonly joined_request_id?: string | null;
 }
 
 export interface RequestList { readonly object: "list"; readonly data: RequestRowJson[] }

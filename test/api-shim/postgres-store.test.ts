@@ -161,6 +161,13 @@ describe("PostgresStore", () => {
         ('k', 5, 0, 'usage', 'answered', 'chat', 'm', 200, 3, 4, false, 9), ('k', 6, -1, 'usage', 'left', 'chat', 'm', 499, 0, 0, false, 9),
         ('k', 7, 0, 'usage', 'cut', 'chat', 'm', 502, 0, 5, true, 9)`);
   };
+  /** A login role (made once per server: roles are the server's) with data rights only on this database's tables and sequences as they are now; its URL. */
+  const dataRole = async (name: string) => {
+    if ((await sql(`SELECT 1 FROM pg_roles WHERE rolname = '${name}'`)).length === 0) await sql(`CREATE ROLE ${name} LOGIN`);
+    await sql(`GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO ${name}`);
+    await sql(`GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO ${name}`);
+    return url.replace("://shim@", `://${name}@`);
+  };
   const hasServed = async () => (await sql("SELECT 1 FROM information_schema.columns WHERE table_name = 'ledger' AND column_name = 'served'")).length === 1;
 
   it("upgrades a ledger the previous version made (no served flag) in place at start, keeping its schema version: its rows keep the rule they were reported by, new rows count when served; reports read through the indexes; the previous version opens it again and settles", async () => {
@@ -174,6 +181,8 @@ describe("PostgresStore", () => {
     expect(await upgraded.usage({ keyId: "k", asker: "k", from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 2, promptTokens: 3, completionTokens: 4, cost: 1 }]);
     await upgraded.reserve({ reservationId: "r", keyId: "k", amount: 1, at: 8 });
     await upgraded.settle({ reservationId: "r", keyId: "k", hold: 1, cost: 0, usage: { ...usage("k", "cut2", 0, 8), status: 502, promptTokens: 0, completionTokens: 5 } });
+    // A retry that joined the answered request: its row (the `joined` column, added at start), not counted as a request.
+    await upgraded.recordJoined({ requestId: "retry", keyId: "k", at: 8, route: "chat", model: "m", status: 200, ms: 3, batch: false, joined: "answered" });
     expect(await upgraded.usage({ keyId: null, asker: null, from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 3, promptTokens: 3, completionTokens: 9, cost: 1 }]);
     // A replica of the previous version (re)starting during a rolling upgrade, or a rollback: it opens the upgraded database and settles.
     const old = await (await previousStores()).PostgresStore.open(url);
@@ -184,6 +193,8 @@ describe("PostgresStore", () => {
       await old.close();
     }
     expect(await upgraded.usage({ keyId: "k", asker: "k", from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 4, promptTokens: 6, completionTokens: 13, cost: 2 }]);
+    expect(await sql("SELECT ref, amount::int, served, joined FROM ledger WHERE kind = 'usage' AND ref IN ('retry', 'old') ORDER BY id")).toEqual([
+      { ref: "retry", amount: 0, served: false, joined: "answered" }, { ref: "old", amount: -1, served: null, joined: null }]);
     // The report's statements read through the ledger's indexes, not the whole table (which is
     // too small here for the planner to prefer an index on its own; for one key, either does).
     // Later rows, free, and the planner's statistics: the period is a small part of the ledger,
@@ -218,7 +229,7 @@ describe("PostgresStore", () => {
       }
     }
     expect(await sql("SELECT ref, amount FROM ledger WHERE kind = 'usage' AND at < 100 ORDER BY id")).toEqual([
-      { ref: "answered", amount: "0" }, { ref: "left", amount: "-1" }, { ref: "cut", amount: "0" }, { ref: "cut2", amount: "0" }, { ref: "old", amount: "-1" },
+      { ref: "answered", amount: "0" }, { ref: "left", amount: "-1" }, { ref: "cut", amount: "0" }, { ref: "cut2", amount: "0" }, { ref: "retry", amount: "0" }, { ref: "old", amount: "-1" },
     ]);
   });
 
@@ -242,13 +253,11 @@ describe("PostgresStore", () => {
   it("a role with data rights only cannot add the served column: its start fails saying what to do; once the owner has started one shim, it starts and serves", async () => {
     await version1();
     // A role of its own (roles are the server's): app_dml's test drops that one, which its rights in this database would prevent.
-    if ((await sql("SELECT 1 FROM pg_roles WHERE rolname = 'app_served'")).length === 0) await sql("CREATE ROLE app_served LOGIN");
-    await sql("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO app_served");
-    await sql("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO app_served");
-    const dml = url.replace("://shim@", "://app_served@");
+    const dml = await dataRole("app_served");
     const refused = await PostgresStore.open(dml).then((s) => (open.push(s), null), (e: unknown) => e);
     expect(refused).toBeInstanceOf(SchemaOwnerNeededError);
-    expect((refused as Error).message).toBe("the ledger needs its new column `served`: start one shim once as the tables' owner (or run, as the owner: ALTER TABLE ledger ADD COLUMN served boolean), then restart the replicas");
+    // Both columns added at start since (`joined`: the joined requests' rows), in one statement.
+    expect((refused as Error).message).toBe("the ledger needs its new columns `served` and `joined`: start one shim once as the tables' owner (or run, as the owner: ALTER TABLE ledger ADD COLUMN served boolean, ADD COLUMN joined text), then restart the replicas");
     expect(await hasServed()).toBe(false);
     // The shim process says so in its log, as it is (not the generic "store unavailable"), and exits 1.
     const dir = tempDir();
@@ -270,6 +279,21 @@ describe("PostgresStore", () => {
     expect((await s.reserve({ reservationId: "r", keyId: "k", amount: 1, at: 8 })).ok).toBe(true);
     await s.settle({ reservationId: "r", keyId: "k", hold: 1, cost: 0, usage: { ...usage("k", "cut2", 0, 8), status: 502, promptTokens: 0, completionTokens: 5 } });
     expect(await s.usage({ keyId: "k", asker: "k", from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 3, promptTokens: 3, completionTokens: 9, cost: 1 }]);
+  });
+
+  it("a role with data rights only on a ledger from before the joined rows (served there already): its start fails naming `joined` alone; once the owner has started one shim, it starts and writes a joined row", async () => {
+    await store.close();
+    await sql("ALTER TABLE ledger DROP COLUMN joined"); // as the version before it left the ledger
+    const dml = await dataRole("app_joined");
+    const refused = await PostgresStore.open(dml).then((s) => (open.push(s), null), (e: unknown) => e);
+    expect(refused).toBeInstanceOf(SchemaOwnerNeededError);
+    expect((refused as Error).message).toBe("the ledger needs its new column `joined`: start one shim once as the tables' owner (or run, as the owner: ALTER TABLE ledger ADD COLUMN joined text), then restart the replicas");
+    await replica(); // the owner
+    const s = await PostgresStore.open(dml);
+    open.push(s);
+    await s.createKey(newKey("k", 5));
+    await s.recordJoined({ requestId: "retry", keyId: "k", at: 2, route: "chat", model: "m", status: 200, ms: 1, batch: false, joined: "first" });
+    expect(await sql("SELECT ref, amount::int, served, joined FROM ledger WHERE kind = 'usage'")).toEqual([{ ref: "retry", amount: 0, served: false, joined: "first" }]);
   });
 
   it("the database itself refuses a negative available balance and edits to the ledger", async () => {

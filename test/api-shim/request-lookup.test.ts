@@ -14,7 +14,7 @@ import { startShim } from "../support/shim-harness.ts";
  */
 const ask = { model: "qwen2.5-7b", messages: [{ role: "user" as const, content: "hello there" }], max_tokens: 40 };
 
-interface RowJson { request_id: string; key_id: string; at: string; route: string; model: string; status: number; stream: boolean; served: boolean | null; reported: boolean; prompt_tokens: number; completion_tokens: number; total_tokens: number; cost: number; price_id: string | null; batch: boolean | null; cached_tokens: number | null; ms: number | null }
+interface RowJson { request_id: string; key_id: string; at: string; route: string; model: string; status: number; stream: boolean; served: boolean | null; reported: boolean; prompt_tokens: number; completion_tokens: number; total_tokens: number; cost: number; price_id: string | null; batch: boolean | null; cached_tokens: number | null; ms: number | null; joined_request_id: string | null }
 
 async function scenario(wrapStore?: () => Store): Promise<void> {
   const h = await startShim(wrapStore ? { wrapStore: () => wrapStore() } : {});
@@ -92,7 +92,9 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
     expect(csv.headers.get("content-type")).toMatch(/^text\/csv/);
     expect(csv.headers.get("content-disposition")).toContain("requests.csv");
     const csvLines = (await csv.text()).split("\r\n");
-    expect(csvLines[0]).toBe("request_id,key_id,at,route,model,status,stream,batch,served,reported,prompt_tokens,cached_tokens,completion_tokens,total_tokens,cost,price_id,ms");
+    // The joined request's id last (after the columns scripts read by position before it was added): empty, none joined another.
+    expect(csvLines[0]).toBe("request_id,key_id,at,route,model,status,stream,batch,served,reported,prompt_tokens,cached_tokens,completion_tokens,total_tokens,cost,price_id,ms,joined_request_id");
+    expect(listed.data.map((r) => r.joined_request_id)).toEqual([null, null, null]);
     expect(csvLines.slice(1, 4).map((l) => l.split(",").slice(0, 1).concat(l.split(",").slice(5, 10)))).toEqual([
       [okId, "200", "false", "false", "true", "true"],
       [failedId, "502", "false", "false", "false", "false"],
@@ -132,7 +134,7 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
 /** A row's CSV cells as GET /admin/requests?format=csv writes them: the JSON's values, null as empty, its cost as written. */
 const csvCells = (r: RowJson) => [r.request_id, r.key_id, r.at, r.route, r.model, String(r.status), String(r.stream),
   String(r.batch), String(r.served), String(r.reported), String(r.prompt_tokens), String(r.cached_tokens ?? ""), String(r.completion_tokens), String(r.total_tokens),
-  expect.toSatisfy((c: string) => Number(c) === r.cost), r.price_id ?? "", String(r.ms ?? "")];
+  expect.toSatisfy((c: string) => Number(c) === r.cost), r.price_id ?? "", String(r.ms ?? ""), r.joined_request_id ?? ""];
 
 describe("a request's ledger row by its id, and a key's requests", () => {
   onBothStores("through the shim: answered, failed and stopped requests, each with what it was charged", scenario, 60_000);

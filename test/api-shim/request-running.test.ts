@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import type { Store } from "../../api-shim/src/store/store.ts";
 import { Inflight } from "../../api-shim/src/inflight.ts";
 import { onBothStores } from "../support/both-stores.ts";
-import { startShim } from "../support/shim-harness.ts";
+import { expectLedgerMatches, startShim } from "../support/shim-harness.ts";
 import { pollUntil } from "../support/tools.ts";
 
 /**
@@ -66,10 +66,40 @@ async function scenario(wrapStore?: () => Store): Promise<void> {
 }
 
 /**
- * An SDK's retry that joined the generation of a request whose client left (joined-retry.ts) has no
- * row of its own, ever: while it waits, its id is told running and names the request it joined
- * (whose row will have the charge); once answered, its id is the plain not_found, whose message
- * says where a joined retry's charge is. Ids set by a trusted proxy (as nginx's $request_id).
+ * A request answered with another's generation (a joined retry, a replayed re-send), once answered:
+ * its own ledger row, charging nothing and naming the request whose row has the charge, by its id
+ * and in its key's itemised list (JSON and CSV, the column last); not counted in the usage report
+ * (the request it joined is, once), and every balance still its ledger's sum.
+ */
+async function expectJoinedRow(h: Awaited<ReturnType<typeof startShim>>, store: Store, keyId: string, reqId: string, joinedId: string, status: number): Promise<void> {
+  const res = await h.admin(`/admin/requests/${reqId}`);
+  expect(res.status).toBe(200);
+  const { data } = (await res.json()) as { data: Record<string, unknown>[] };
+  expect(data).toHaveLength(1);
+  expect(data[0]).toMatchObject({ request_id: reqId, key_id: keyId, route: "chat", model: "qwen2.5-7b", status, stream: false, served: false, reported: false,
+    prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, cost: 0, price_id: null, joined_request_id: joinedId });
+  // The request it joined: its own row, charged, joined to nothing.
+  const joined = ((await (await h.admin(`/admin/requests/${joinedId}`)).json()) as { data: Record<string, unknown>[] }).data;
+  expect(joined).toMatchObject([{ request_id: joinedId, reported: true, joined_request_id: null }]);
+  expect(joined[0]!.cost).toBeGreaterThan(0);
+  // The key's itemised list: both, the joined one naming the other; the CSV's column last.
+  const listed = ((await (await h.admin(`/admin/requests?key=${keyId}`)).json()) as { data: Record<string, unknown>[] }).data;
+  expect(listed.map((r) => [r.request_id, r.joined_request_id])).toEqual([[joinedId, null], [reqId, joinedId]]);
+  const csv = (await (await h.admin(`/admin/requests?key=${keyId}&format=csv`)).text()).split("\r\n");
+  expect(csv[0]).toBe("request_id,key_id,at,route,model,status,stream,batch,served,reported,prompt_tokens,cached_tokens,completion_tokens,total_tokens,cost,price_id,ms,joined_request_id");
+  expect(csv.slice(1, 3).map((l) => [l.split(",")[0], l.split(",").at(-1)])).toEqual([[joinedId, ""], [reqId, joinedId]]);
+  // The usage report counts the charged request once, not the one that joined it.
+  const usage = (await (await h.admin(`/admin/usage?key=${keyId}`)).json()) as { data: { requests: number; cost: number }[] };
+  expect(usage.data.map((g) => g.requests)).toEqual([1]);
+  expect(usage.data[0]!.cost).toBe(joined[0]!.cost);
+  await expectLedgerMatches(store, keyId);
+}
+
+/**
+ * An SDK's retry that joined the generation of a request whose client left (joined-retry.ts):
+ * while it waits, its id is told running and names the request it joined (whose row will have the
+ * charge); once answered, its id has a row of its own, charging nothing and naming that request
+ * (expectJoinedRow). Ids set by a trusted proxy (as nginx's $request_id).
  */
 async function joinedScenario(wrapStore?: () => Store): Promise<void> {
   const h = await startShim({ env: { SHIM_TRUST_PROXY: "127.0.0.1/32" }, ...(wrapStore ? { wrapStore: () => wrapStore() } : {}) });
@@ -107,12 +137,10 @@ async function joinedScenario(wrapStore?: () => Store): Promise<void> {
     expect(answered.headers.get("x-joined-request-id")).toBe("first-attempt");
     await answered.text();
     await h.waitForRequestLog((l) => l.reqId === "the-retry");
-    // Answered: the retry has no row (its charge is the first attempt's), and the message says where to look.
-    const after = await lookup("the-retry");
-    expect(after.status).toBe(404);
-    expect(after.body.error).toMatchObject({ code: "not_found" });
-    expect(after.body.error!.message).toMatch(/joined .* x-joined-request-id/);
+    // Answered: the retry's own row, charging nothing and naming the first attempt, whose row has the charge.
     expect((await lookup("first-attempt")).body.data).toMatchObject([{ request_id: "first-attempt", status: 499 }]);
+    await pollUntil(async () => (await lookup("the-retry")).status === 200, 10_000, 10); // written once its answer is out
+    await expectJoinedRow(h, wrapStore ? wrapStore() : h.store, id, "the-retry", "first-attempt", 200);
   } finally {
     await h.close();
   }
@@ -122,8 +150,8 @@ async function joinedScenario(wrapStore?: () => Store): Promise<void> {
  * A re-send with an earlier request's Idempotency-Key, waiting for that request's answer, is told
  * running and names it, as a re-send (not a retry that joined); its line says `replayed`, not `joined`.
  */
-async function replayScenario(): Promise<void> {
-  const h = await startShim({ env: { SHIM_TRUST_PROXY: "127.0.0.1/32" } });
+async function replayScenario(wrapStore?: () => Store): Promise<void> {
+  const h = await startShim({ env: { SHIM_TRUST_PROXY: "127.0.0.1/32" }, ...(wrapStore ? { wrapStore: () => wrapStore() } : {}) });
   try {
     const { key, id } = await h.createKey({ credits: 100 });
     const body = { model: "qwen2.5-7b", messages: [{ role: "user", content: "a long answer" }], max_tokens: 20 };
@@ -148,20 +176,21 @@ async function replayScenario(): Promise<void> {
     expect(line).toMatchObject({ replayed: "first-send", cost: 0 });
     expect(line).not.toHaveProperty("joined");
     expect(h.fake.counters.received).toBe(1);
-    // Answered: no row of its own, and the 404 says a replayed re-send has none, and where its charge is.
-    const after = (await lookup("the-resend")).error!;
-    expect(after.code).toBe("not_found");
-    expect(after.message).toMatch(/Idempotency-Key.*idempotent-replayed.*x-joined-request-id/);
+    // Answered: a row of its own, charging nothing and naming the first send, whose row has the charge.
+    await pollUntil(async () => (await h.admin("/admin/requests/the-resend")).status === 200, 10_000, 10);
+    await expectJoinedRow(h, wrapStore ? wrapStore() : h.store, id, "the-resend", "first-send", 200);
   } finally {
     await h.close();
   }
 }
 
 describe("a request still running, by its id", () => {
-  it("a re-send with an earlier request's Idempotency-Key: told waiting on that request, as a re-send; its line says replayed", replayScenario, 60_000);
+  describe("a re-send with an earlier request's Idempotency-Key", () => {
+    onBothStores("told waiting on that request, as a re-send; its line says replayed; after, a zero-cost row of its own naming that request", replayScenario, 60_000);
+  });
   onBothStores("a stream still being generated is told running (not 'no such request'), then has its row", scenario, 60_000);
   describe("a retry that joined a generation", () => {
-    onBothStores("told waiting on the request it joined while it waits; after, no row of its own, the message naming where the charge is", joinedScenario, 60_000);
+    onBothStores("told waiting on the request it joined while it waits; after, a zero-cost row of its own naming that request", joinedScenario, 60_000);
   });
 
   it("Inflight finds a request by its id only while it is in flight, and not a request added without one", () => {

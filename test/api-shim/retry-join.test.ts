@@ -4,6 +4,7 @@ import { closeApp } from "../../api-shim/src/app.ts";
 import { refillessClock } from "../support/clocks.ts";
 import { aWhile, balance, BODY, CREDIT, CREDITS, FAKE, FILE, leaveAndWaitForCharge, requestLines } from "../support/kept-answers.ts";
 import { postAndLeave, shimPerTest } from "../support/upstream-per-test.ts";
+import { pollUntil } from "../support/tools.ts";
 
 /**
  * An SDK's retry (x-stainless-retry-count ≥ 1) of a non-streamed request whose client left gets
@@ -270,6 +271,10 @@ describe("an SDK's retry of a non-streamed request whose client left", () => {
     await aWhile();
     expect(h.fake.counters.received).toBe(1);
     expect(await balance(h, id)).toBe(CREDITS * CREDIT);
+    // Its id finds its own row: the 504 it was answered, nothing charged, naming the generation it joined.
+    const first = await h.waitForRequestLog((e) => e.keyId === id && !("joined" in e));
+    const rows = ((await (await h.admin(`/admin/requests/${retry.headers.get("x-request-id")}`)).json()) as { data: unknown[] }).data;
+    expect(rows).toMatchObject([{ status: 504, cost: 0, served: false, reported: false, joined_request_id: first.reqId }]);
   });
 
   it("a retry whose client leaves while it waits costs nothing, and the next retry gets the answer", async () => {
@@ -282,12 +287,17 @@ describe("an SDK's retry of a non-streamed request whose client left", () => {
     setTimeout(() => ac.abort(), 200);
     await gone;
     const first = await h.waitForRequestLog((e) => e.keyId === id && e.status === 499 && !("joined" in e));
-    expect(await h.waitForRequestLog((e) => e.keyId === id && e.status === 499 && "joined" in e)).toMatchObject({ cost: 0, joined: first.reqId });
+    const left = await h.waitForRequestLog((e) => e.keyId === id && e.status === 499 && "joined" in e);
+    expect(left).toMatchObject({ cost: 0, joined: first.reqId });
     const retry = await h.post(key, "/v1/chat/completions", BODY, { "x-stainless-retry-count": "2" });
     expect(retry.status).toBe(200);
     expect(retry.headers.get("x-joined-request-id")).toBe(first.reqId);
     expect(h.fake.counters.received).toBe(1);
     expect(await balance(h, id)).toBe(CREDITS * CREDIT - first.cost! * CREDIT);
+    // The retry that left before any answer has no row (its client never had its id); the one answered has.
+    await h.waitForRequestLog((e) => e.reqId === retry.headers.get("x-request-id"));
+    expect(await pollUntil(async () => (await h.admin(`/admin/requests/${retry.headers.get("x-request-id")}`)).status === 200, 10_000, 10)).toBe(true);
+    expect((await h.admin(`/admin/requests/${left.reqId}`)).status).toBe(404);
   });
 
   it("a retry waiting on a generation when a drain (SIGTERM) ends is answered the drain's 503, charged nothing", async () => {

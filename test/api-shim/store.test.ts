@@ -684,6 +684,8 @@ describe("SqliteStore", () => {
       expect(await upgraded.usage({ keyId: "k", asker: "k", from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 2, promptTokens: 3, completionTokens: 4, cost: 1 }]);
       await upgraded.reserve({ reservationId: "r", keyId: "k", amount: 1, at: 8 });
       await upgraded.settle({ reservationId: "r", keyId: "k", hold: 1, cost: 0, usage: { ...usage("k", "cut2", 0, 8), status: 502, promptTokens: 0, completionTokens: 5 } });
+      // A retry that joined the answered request: its row (the `joined` column, added at open), not counted as a request.
+      await upgraded.recordJoined({ requestId: "retry", keyId: "k", at: 8, route: "chat", model: "m", status: 200, ms: 3, batch: false, joined: "answered" });
       expect(await upgraded.usage({ keyId: null, asker: null, from: 0, to: 100, group: "model" })).toEqual([{ keyId: "k", group: "m", requests: 3, promptTokens: 3, completionTokens: 9, cost: 1 }]);
     } finally {
       await upgraded.close();
@@ -705,6 +707,8 @@ describe("SqliteStore", () => {
     const after = new Database(old, { readonly: true });
     try {
       expect(after.pragma("user_version", { simple: true })).toBe(4); // the previous version's
+      expect(after.prepare("SELECT ref, amount, served, joined FROM ledger WHERE kind = 'usage' AND ref IN ('retry', 'old') ORDER BY id").all()).toEqual([
+        { ref: "retry", amount: 0, served: 0, joined: "answered" }, { ref: "old", amount: -1, served: null, joined: null }]);
       after.function("shim_report_check", () => 1);
       const plan = (keyId: string | null) => {
         const sql = reportSql({ keyId, group: "model" });

@@ -262,6 +262,14 @@ describe("report-usage --request: what each kind of row means", () => {
     expect(formatRequestRow(row({ status: 502, cost: 0, served: false, reported: false }), undefined)).toContain("Not charged: the model served nothing (status 502");
   });
 
+  it("a joined retry's or a replayed re-send's row: not charged, the request it joined named, to look up for the charge; an ordinary row names none", () => {
+    const joined = formatRequestRow(row({ cost: 0, served: false, reported: false, prompt_tokens: 0, completion_tokens: 0, total_tokens: 0, price_id: null, joined_request_id: "first-attempt" }), "team-a");
+    expect(joined).toMatch(/joined: +first-attempt\n/);
+    expect(joined).toContain("Not charged: it was answered with request first-attempt's generation (a retry that joined it, or a re-send with its Idempotency-Key), whose row has the charge: report-usage --request first-attempt; not counted in the usage reports (that request is).");
+    expect(joined).not.toContain("price:"); // no price: nothing was charged at one
+    for (const j of [null, undefined]) expect(formatRequestRow(row({ joined_request_id: j }), undefined)).not.toContain("joined");
+  });
+
   it("a row written before a column was recorded says unknown, not a made-up value", () => {
     const old = formatRequestRow(row({ batch: null, cached_tokens: null, price_id: null, ms: null, stream: null }), undefined);
     expect(old).toMatch(/batch: +unknown \(not recorded before 2026-12-07\)/);

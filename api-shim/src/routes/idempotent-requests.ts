@@ -4,6 +4,7 @@ import { ShimError } from "../errors.ts";
 import { callHash, IDEMPOTENCY_KEY, type LeftGeneration } from "../limits/left-generations.ts";
 import { MAX_IDEMPOTENCY_KEY_LENGTH } from "../names.ts";
 import { answerJoined } from "./joined-retry.ts";
+import type { InferenceKind } from "../requests/inference-request.ts";
 
 /**
  * `Idempotency-Key` on the non-streamed inference routes: a batch job killed and restarted sends
@@ -57,7 +58,7 @@ export function idempotencyKeyOf(request: FastifyRequest, stream: boolean): stri
  * answer in (keepAnswer) and to end. Another call under the same value is the 409
  * idempotency_key_reused, nothing generated or charged.
  */
-export async function idempotentTurn(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, call: string, value: string, model: string): Promise<LeftGeneration | undefined> {
+export async function idempotentTurn(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, call: string, value: string, model: string, route: InferenceKind): Promise<LeftGeneration | undefined> {
   const keyId = request.auth!.key.id;
   const hash = callHash(call, request.rawBody ?? Buffer.alloc(0));
   for (;;) {
@@ -68,7 +69,7 @@ export async function idempotentTurn(ctx: ShimContext, request: FastifyRequest, 
     if (!earlier.ended && earlier.resendsWaiting >= RESENDS_WAITING) throw inUse();
     earlier.resendsWaiting++;
     try {
-      if (await answerJoined(ctx, request, reply, earlier, model)) return undefined;
+      if (await answerJoined(ctx, request, reply, earlier, model, route)) return undefined;
     } finally {
       earlier.resendsWaiting--;
     }

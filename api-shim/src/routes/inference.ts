@@ -71,11 +71,11 @@ async function handle(ctx: ShimContext, kind: InferenceKind, upstreamPath: strin
   const idempotencyKey = idempotencyKeyOf(request, checks.req.stream);
   let idempotent: LeftGeneration | undefined;
   if (idempotencyKey !== undefined) {
-    idempotent = await idempotentTurn(ctx, request, reply, callOf(upstreamPath, checks.batch), idempotencyKey, checks.req.model);
+    idempotent = await idempotentTurn(ctx, request, reply, callOf(upstreamPath, checks.batch), idempotencyKey, checks.req.model, kind);
     if (!idempotent) return reply;
   } else {
     const left = joinable(ctx, request, callOf(upstreamPath, checks.batch), checks.req.stream);
-    if (left && (await answerJoined(ctx, request, reply, left, checks.req.model))) return reply;
+    if (left && (await answerJoined(ctx, request, reply, left, checks.req.model, kind))) return reply;
   }
   // Requests in flight for this key, under the tier's cap: counted from here until the request
   // ends, streams included. Counted without a cap too: a key whose tier gains one (a bootstrap

@@ -6,6 +6,7 @@ import { authHeaders } from "../limits/response-headers.ts";
 import { formatCredits } from "../money/money.ts";
 import { finishRequest } from "../observability/request-line.ts";
 import { spliceJsonBytes } from "../requests/json-splice.ts";
+import type { InferenceKind } from "../requests/inference-request.ts";
 
 /**
  * An SDK's retry of a non-streamed request whose client left joins that generation
@@ -50,7 +51,7 @@ export function joinable(ctx: ShimContext, request: FastifyRequest, route: strin
  * `g` an idempotent request's (idempotent-requests.ts): a replay, marked REPLAYED_HEADER; every
  * re-send with its Idempotency-Key gets the answer, which stays kept for the next.
  */
-export async function answerJoined(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, g: LeftGeneration, model: string): Promise<boolean> {
+export async function answerJoined(ctx: ShimContext, request: FastifyRequest, reply: FastifyReply, g: LeftGeneration, model: string, route: InferenceKind): Promise<boolean> {
   const replay = g.idempotencyKey !== undefined;
   const ac = new AbortController();
   // In flight while it waits: a drain waits for it, and cuts it (503) as it cuts the generation.
@@ -87,7 +88,10 @@ export async function answerJoined(ctx: ShimContext, request: FastifyRequest, re
       s.cost = null;
       return false;
     }
-    if (answer instanceof ShimError) throw answer; // the generation ran out of time: told final, not run again
+    if (answer instanceof ShimError) {
+      recordJoined(ctx, request, g, route, answer.status, false);
+      throw answer; // the generation ran out of time: told final, not run again
+    }
     // What the key has left now (other requests may have been charged since the generation was):
     // the retry's figure, as its limits' headers are; the charge is the generation's.
     // A store that fails to say: the key as read when the retry authenticated, rather than no answer.
@@ -111,12 +115,24 @@ export async function answerJoined(ctx: ShimContext, request: FastifyRequest, re
     sending = true;
     reply.raw.end(body);
     finishRequest(ctx, request, answer.status);
+    recordJoined(ctx, request, g, route, answer.status, answer.batch);
     return true;
   } finally {
     if (!sending) g.claimed = false;
     reply.raw.off("close", onClose);
     done();
   }
+}
+
+/**
+ * The answered request's own ledger row (store.ts, JoinedRow): charging nothing, naming `g`'s
+ * request, so its id finds where its charge is once its log has rotated. Written once its answer
+ * is out (not awaited: a store that fails it costs the row, logged, never the answer). A request
+ * whose client left before any answer gets none: its client never had its id.
+ */
+function recordJoined(ctx: ShimContext, request: FastifyRequest, g: LeftGeneration, route: InferenceKind, status: number, batch: boolean): void {
+  const row = { requestId: request.id, keyId: g.keyId, at: ctx.clock.now(), route, model: request.shim.model!, status, ms: Math.round(performance.now() - request.shim.start), batch, joined: g.requestId };
+  ctx.store.recordJoined(row).catch((e: unknown) => request.log.error({ reqId: request.id, joined: g.requestId, err: (e as { cause?: unknown }).cause ?? e }, "joined request's ledger row not written"));
 }
 
 /** What `g`'s retry will be answered with: the answer as read, and what it was charged. */

@@ -57,7 +57,7 @@ function keyParam(key: unknown): string | undefined {
 const invalid = (message: string, param: string) => new ShimError("invalid_request", { message, param });
 const requestNotFound = () => new ShimError("not_found", {
   param: "request_id",
-  message: "No request with this id is in the ledger. Only requests forwarded to the model have a row (charged or not): one the shim refused before (a bad key or body, 402, 403, 429) was charged nothing and is in its log alone, a retry that joined an earlier request's generation has no row of its own (its answer's x-joined-request-id, and its log line's 'joined', name the request whose row has the charge), nor has a re-send answered with its Idempotency-Key's earlier answer (idempotent-replayed: true; its x-joined-request-id, and its log line's 'replayed', name that request), and a request still running on another replica has none yet (each replica knows only its own).",
+  message: "No request with this id is in the ledger. Requests forwarded to the model have a row (charged or not), and so do those answered with another request's generation (a retry that joined it, a re-send with its Idempotency-Key: a row charging nothing, naming that request). One the shim refused before (a bad key or body, 402, 403, 429) was charged nothing and is in its log alone; a joined retry or re-send answered by a shim older than 2026-12-08 has none (its answer's x-joined-request-id, and its log line's 'joined' or 'replayed', name the request whose row has the charge); and a request still running on another replica has none yet (each replica knows only its own).",
 });
 
 /** A column that was not recorded when the row was written (NULL): unknown, null in JSON, empty in CSV. */
@@ -69,7 +69,7 @@ function requestJson(r: RequestRow): object {
     request_id: r.requestId, key_id: r.keyId, at: new Date(r.at).toISOString(), route: r.route, model: r.model, status: r.status,
     stream: flag(r.stream), batch: flag(r.batch), served: flag(r.served), reported: Boolean(r.reported),
     prompt_tokens: r.promptTokens, cached_tokens: r.cachedTokens, completion_tokens: r.completionTokens, total_tokens: r.promptTokens + r.completionTokens,
-    cost: creditsNumber(r.cost), price_id: r.priceId, ms: r.ms,
+    cost: creditsNumber(r.cost), price_id: r.priceId, ms: r.ms, joined_request_id: r.joinedRequestId,
   };
 }
 
@@ -77,9 +77,9 @@ const cell = (v: boolean | number | string | null): string | number => (v === nu
 
 const REQUEST_LAYOUT: Omit<RowsLayout<RequestRow>, "head" | "filename"> = {
   csvHeader: ["request_id", "key_id", "at", "route", "model", "status", "stream", "batch", "served", "reported", "prompt_tokens", "cached_tokens",
-    "completion_tokens", "total_tokens", "cost", "price_id", "ms"],
+    "completion_tokens", "total_tokens", "cost", "price_id", "ms", "joined_request_id"], // a column added goes last: scripts read by position
   csvCells: (r) => [r.requestId, r.keyId, new Date(r.at).toISOString(), r.route, r.model, r.status, cell(flag(r.stream)), cell(flag(r.batch)),
     cell(flag(r.served)), String(Boolean(r.reported)), r.promptTokens, cell(r.cachedTokens), r.completionTokens, r.promptTokens + r.completionTokens,
-    formatCredits(r.cost), cell(r.priceId), cell(r.ms)],
+    formatCredits(r.cost), cell(r.priceId), cell(r.ms), cell(r.joinedRequestId)],
   json: requestJson,
 };

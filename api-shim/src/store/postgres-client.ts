@@ -1,6 +1,7 @@
 /** The Postgres store's helpers over pg: how rows become the store's records, one transaction, a grant. */
 import pg from "pg";
-import type { KeyDetails, KeyRecord } from "./store.ts";
+import { REFUSAL } from "./postgres-sql.ts";
+import type { KeyDetails, KeyRecord, ReserveInput, ReserveResult } from "./store.ts";
 
 export interface KeyRow {
   id: string; name: string; hash: string; tier: string; models: string[] | null; balance: number;
@@ -92,4 +93,11 @@ export async function grant(c: pg.ClientBase, keyId: string, amount: number, at:
   if (r.rowCount === 0) return false;
   await c.query("UPDATE keys SET balance = balance + $2 WHERE id = $1", [keyId, amount]);
   return true;
+}
+
+/** Why a hold of `input` was refused (RESERVE changed no row): the key inactive (or gone), the model not allowed, or not enough available. */
+export async function refusalOf(q: pg.Pool, input: ReserveInput): Promise<ReserveResult> {
+  const why = (await q.query<{ available: number; balance: number; inactive: boolean; not_allowed: boolean }>({ name: "refusal", text: REFUSAL, values: [input.keyId, input.at, input.model ?? null, input.hash ?? null] })).rows[0];
+  if (why === undefined || why.inactive) return { ok: false, available: why?.available ?? 0, inactive: true };
+  return why.not_allowed ? { ok: false, available: why.available, notAllowed: true } : { ok: false, available: why.available, balance: why.balance };
 }

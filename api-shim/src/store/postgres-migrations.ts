@@ -68,34 +68,41 @@ export async function migratePg(client: pg.ClientBase, migrations = PG_MIGRATION
   for (let version = from; version < migrations.length; version++) await client.query(migrations[version]!);
   if (from < migrations.length) await client.query("UPDATE shim_schema_version SET version = $1", [migrations.length]);
   const ms = from < migrations.length ? performance.now() - started : 0;
-  await ensureServedColumn(client);
+  await ensureLedgerColumns(client);
   await ensurePriceRecordsPg(client, prices);
   await ensureKeyEventsPg(client);
   return { from, to: migrations.length, since: schemaDate(dates, migrations.length), ms };
 }
 
+/** Columns added to the ledger at start (ensureLedgerColumns), in the order they were: name and type. */
+const LEDGER_COLUMNS: readonly (readonly [string, string])[] = [["served", "boolean"], ["joined", "text"]];
+
 /**
- * Whether the upstream served the request, apart from its charge, so a report counts a free
- * model's served requests (store.ts, REPORTED_SQL): added at start when missing, not a
+ * `served`: whether the upstream served the request, apart from its charge, so a report counts a free
+ * model's served requests (store.ts, REPORTED_SQL); `joined`: the request whose charge a joined
+ * request's row shares (store.ts, JoinedRow). Each added at start when missing, not a
  * migration, so the schema version stays and the previous version (which names its columns)
  * still opens the database: replicas of it restarting during a rolling upgrade, and a rollback,
- * work. A nullable column without a default: no table rewrite, instant on any ledger; rows
- * written before it, or by the previous version after it, have NULL. Only when missing (a
- * replica with data rights only finds it there). The ALTER takes the ledger's lock for an
+ * work. Nullable columns without a default: no table rewrite, instant on any ledger; rows
+ * written before them, or by the previous version after, have NULL. Only when missing (a
+ * replica with data rights only finds them there). The ALTER takes the ledger's lock for an
  * instant, but waits for it behind a report under way elsewhere (or an old replica's index build),
  * and every write of the ledger would queue behind that wait: past 1 s it gives up instead (the
- * start fails, and is made again at the replica's restart). Settling needs the column, so a role
- * that may not add it fails the start, saying what to do (SchemaOwnerNeededError).
+ * start fails, and is made again at the replica's restart). Settling needs `served` and a joined
+ * request's row `joined`, so a role that may not add them fails the start, saying what to do
+ * (SchemaOwnerNeededError); those missing are added in one statement, so the owner runs one.
  */
-async function ensureServedColumn(client: pg.ClientBase): Promise<void> {
-  const { rows } = await client.query("SELECT 1 FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'ledger' AND column_name = 'served'");
-  if (rows.length > 0) return;
+async function ensureLedgerColumns(client: pg.ClientBase): Promise<void> {
+  const { rows } = await client.query<{ name: string }>("SELECT column_name AS name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'ledger'");
+  const missing = LEDGER_COLUMNS.filter(([name]) => !rows.some((r) => r.name === name));
+  if (missing.length === 0) return;
   await client.query("SET LOCAL lock_timeout = '1s'");
   try {
-    await client.query("ALTER TABLE ledger ADD COLUMN IF NOT EXISTS served boolean");
+    await client.query(`ALTER TABLE ledger ${missing.map(([name, type]) => `ADD COLUMN IF NOT EXISTS ${name} ${type}`).join(", ")}`);
   } catch (e) {
-    if ((e as { code?: unknown }).code === NOT_PERMITTED_CODE) throw new SchemaOwnerNeededError();
-    throw e;
+    if ((e as { code?: unknown }).code !== NOT_PERMITTED_CODE) throw e;
+    const names = missing.map(([name]) => `\`${name}\``).join(" and ");
+    throw new SchemaOwnerNeededError(`its new column${missing.length > 1 ? "s" : ""} ${names}`, `ALTER TABLE ledger ${missing.map(([name, type]) => `ADD COLUMN ${name} ${type}`).join(", ")}`);
   }
 }
 

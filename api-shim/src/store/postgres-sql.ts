@@ -51,6 +51,9 @@ export const LOCK_KEY = "SELECT 1 FROM keys WHERE id = $1 FOR UPDATE";
  * (at $2) or rotated (its hash is no longer $4; null: not checked), and whether its allow-list
  * lacks the model $3.
  */
+/** A joined request's row (store.ts, JoinedRow): nothing charged, served or counted, naming the request it joined. */
+export const JOINED_ROW = `INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms, served, batch, cached_tokens, joined)
+  VALUES ($1, $2, 0, 'usage', $3, $4, $5, $6, 0, 0, false, $7, false, $8, 0, $9)`;
 export const REFUSAL = `SELECT balance - held AS available, balance, (revoked_at IS NOT NULL OR coalesce(expires_at <= $2, false) OR coalesce(hash <> $4, false)) AS inactive,
     ($3::text IS NOT NULL AND models IS NOT NULL AND NOT (models ? $3)) AS not_allowed FROM keys WHERE id = $1`;
 /** Releases one hold, uncharged (no ledger row): what a failed request's hold becomes. */

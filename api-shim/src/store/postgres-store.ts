@@ -6,14 +6,14 @@ import { createKeyIn, createKeyOnceIn, ensureBootstrapKeyIn, revokeKeyIn, revoke
 import { DoubtfulHolds } from "./postgres-doubtful.ts";
 import { keyEventsOf } from "./postgres-key-events.ts";
 import { neverSent, NotSentError, READ_ONLY_CODE, ReadOnlyError, worthAnotherTry } from "./postgres-failures.ts";
-import { durableTransaction, inTransaction, keysWithHolds, onPooled, keyById } from "./postgres-client.ts";
+import { durableTransaction, inTransaction, keysWithHolds, onPooled, keyById, refusalOf } from "./postgres-client.ts";
 import type { PostgresStoreOptions } from "./postgres-options.ts";
 import { UsageReports } from "./postgres-reports.ts";
 import { applySettings, checkSessions, connectSession, probeSessions, sessionSettings, type StoreSession } from "./postgres-sessions.ts";
 import { settleAfresh, settleOn } from "./postgres-settle.ts";
 import { ADOPT_HOLDS, READY, StaleOwners, SWEEP_GRACE_MS } from "./postgres-sweep.ts";
 import { UsageIndexBuild } from "./postgres-usage-index.ts";
-import { AUDIT, IN_RECOVERY, READ_ONLY, REFUSAL, RESERVE } from "./postgres-sql.ts";
+import { AUDIT, IN_RECOVERY, JOINED_ROW, READ_ONLY, RESERVE } from "./postgres-sql.ts";
 import {
   asStoreError, NewerSchemaError, SchemaOwnerNeededError, SessionSettingsError, StoreUnavailableError, type AuditRow, type BootstrapResult, type CreationIdempotency, type KeyChanges, type KeyCreationResult,
   type KeyDetails, type KeyRecord, type KeyUpdateResult, type NewKey, type ReserveInput, type ReserveResult, type SettleInput, type Store, type TopUpInput, type TopUpResult, type UsageGroup, type UsageQuery } from "./store.ts";
@@ -313,9 +313,7 @@ export class PostgresStore implements Store {
       } finally {
         if (!held) this.unsettled.delete(input.reservationId);
       }
-      const why = (await this.pool.query<{ available: number; balance: number; inactive: boolean; not_allowed: boolean }>({ name: "refusal", text: REFUSAL, values: [input.keyId, input.at, input.model ?? null, input.hash ?? null] })).rows[0];
-      if (why === undefined || why.inactive) return { ok: false, available: why?.available ?? 0, inactive: true };
-      return why.not_allowed ? { ok: false, available: why.available, notAllowed: true } : { ok: false, available: why.available, balance: why.balance };
+      return refusalOf(this.pool, input);
     });
   }
 
@@ -341,6 +339,9 @@ export class PostgresStore implements Store {
     const mine = this.unsettled.delete(input.reservationId);
     return this.write("settle", input.reservationId, () => settleOn(this.pool, input, mine), () => settleAfresh(this.session, this.connections, input, mine));
   }
+
+  /** One INSERT on the pool, after its answer is out (no hold, no key row: nothing moves). */
+  readonly recordJoined: Store["recordJoined"] = (r) => this.read(async () => void (await this.pool.query({ name: "joined-row", text: JOINED_ROW, values: [r.keyId, r.at, r.requestId, r.route, r.model, r.status, r.ms, r.batch, r.joined] })));
 
   /**
    * A sweep: releases the holds of owners without a liveness lock for the grace (postgres-sweep.ts)

@@ -35,11 +35,13 @@ export interface RequestRow extends Pick<UsageRow, "requestId" | "keyId" | "at" 
   ms: number | null;
   /** Counted by /admin/usage and /v1/usage (REPORTED_SQL): served or charged. */
   reported: boolean | number;
+  /** A joined request's row (store.ts, JoinedRow): the request whose charge it shares; null on every other row. */
+  joinedRequestId: string | null;
 }
 
 const COLUMNS = `id AS "rowId", ref AS "requestId", key_id AS "keyId", at, route, model, status, stream, batch,
   prompt_tokens AS "promptTokens", cached_tokens AS "cachedTokens", completion_tokens AS "completionTokens", -amount AS cost,
-  price_id AS "priceId", served, ms, ${REPORTED_SQL} AS reported`;
+  price_id AS "priceId", served, ms, ${REPORTED_SQL} AS reported, joined AS "joinedRequestId"`;
 
 /**
  * The Postgres store's statement ($1…: requestSqlValues): a request id through the usage rows'

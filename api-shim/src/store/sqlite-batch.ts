@@ -1,5 +1,5 @@
-import type { KeyRow, prepareStatements, RequestRow } from "./sqlite-statements.ts";
-import { keyIsLive, StoreUnavailableError, type ReserveInput, type ReserveResult, type SettleInput } from "./store.ts";
+import type { JoinedRowValues, KeyRow, prepareStatements, RequestRow } from "./sqlite-statements.ts";
+import { keyIsLive, StoreUnavailableError, type AuditRow, type JoinedRow, type ReserveInput, type ReserveResult, type SettleInput } from "./store.ts";
 
 /** An open hold of this process: its key and amount (the key row has the sum and the count). */
 export interface Hold { keyId: string; amount: number }
@@ -48,6 +48,8 @@ interface Account { id: string; balance: number; held: number; dBalance: number;
 export class Batch {
   private readonly accounts = new Map<string, Account>();
   private readonly rows: RequestRow[] = [];
+  /** Joined requests' rows (store.ts, JoinedRow): no money moves, so no account is read for them. */
+  private readonly joinedRows: JoinedRowValues[] = [];
   private readonly stmt: ReturnType<typeof prepareStatements>;
   /** The process's open holds by reservation id (the store's, kept across batches). */
   private readonly holds: Record<string, Hold>;
@@ -140,6 +142,11 @@ export class Batch {
     return { available: a.balance - a.held, charged };
   }
 
+  /** A joined request's row, written at COMMIT with the settlements' (nothing charged). */
+  joined(r: JoinedRow): void {
+    this.joinedRows.push([r.keyId, r.at, r.requestId, r.route, r.model, r.status, r.ms, r.batch ? 1 : 0, r.joined]);
+  }
+
   /** A key row read inside the batch does not have the batch's changes yet: they are added. */
   applyTo(r: KeyRow): void {
     const a = this.accounts.get(r.id);
@@ -152,8 +159,15 @@ export class Batch {
   /** The batch's writes, before its COMMIT: the settled requests' ledger rows, each touched key's net changes. */
   write(): void {
     for (const row of this.rows) this.stmt.requestRow.run(...row);
+    for (const row of this.joinedRows) this.stmt.joinedRow.run(...row);
     for (const a of this.accounts.values()) {
       if (a.dBalance !== 0 || a.dHeld !== 0 || a.dHolds !== 0) this.stmt.applyMoney.run(a.dBalance, a.dHeld, a.dHolds, a.id);
     }
   }
+}
+
+/** The money invariants per key (Store.audit): `reservations` is the database's count of open holds; `reservedSum` the sum of this process's own. */
+export function auditRows(stmt: ReturnType<typeof prepareStatements>, holds: Record<string, Hold>): AuditRow[] {
+  const mine = holdsByKey(holds);
+  return stmt.audit.all().map((r) => ({ keyId: r.keyId, balance: r.balance, held: r.held, ledgerSum: r.ledgerSum, reservations: r.holds, reservedSum: mine.get(r.keyId)?.sum ?? 0 }));
 }

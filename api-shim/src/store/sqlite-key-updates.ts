@@ -36,3 +36,11 @@ export function revokeKeyIn(stmt: Statements, id: string, at: number, requestId:
 function record(stmt: Statements, event: KeyEvent | null): void {
   if (event !== null) stmt.insertEvent.run(...eventRow(event));
 }
+
+/** The configuration's keys that are no longer in it (`keep`) revoked, by the start (no request); their ids. As postgres-admin.ts's revokeRemovedIn. */
+export function revokeRemovedIn(stmt: Statements, keep: readonly string[], at: number): string[] {
+  const kept = new Set(keep);
+  const removed = stmt.liveBootstrapIds.all().map((r) => r.id).filter((id) => !kept.has(id));
+  for (const id of removed) revokeKeyIn(stmt, id, at, null);
+  return removed;
+}

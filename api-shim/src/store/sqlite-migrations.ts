@@ -118,7 +118,7 @@ export function migrate(db: Database.Database, prices?: PricesSeen): SchemaMigra
     })();
   }
   const ms = version < MIGRATIONS.length ? performance.now() - started : 0;
-  ensureServedColumn(db);
+  ensureLedgerColumns(db);
   ensureRequestIndex(db);
   ensurePriceRecords(db, prices);
   ensureKeyEvents(db);
@@ -132,11 +132,15 @@ export function migrate(db: Database.Database, prices?: PricesSeen): SchemaMigra
  * columns) still opens the file: a rollback needs no backup. A new nullable column only, without
  * a CHECK (SQLite would test one against every row: 0.7 s for 3 million, longer on a cold volume;
  * sqlite-batch.ts, its only writer, writes 0 or 1): no table rewrite and no read of it, instant on
- * any ledger. Rows written before it, or by the previous version after it, have NULL.
+ * any ledger. Rows written before it, or by the previous version after it, have NULL. `joined`
+ * likewise: the request whose charge a joined request's row shares (store.ts, JoinedRow), NULL on
+ * every other row.
  */
-function ensureServedColumn(db: Database.Database): void {
+function ensureLedgerColumns(db: Database.Database): void {
   const columns = db.prepare<[], { name: string }>("SELECT name FROM pragma_table_info('ledger')").all();
-  if (!columns.some((c) => c.name === "served")) db.exec("ALTER TABLE ledger ADD COLUMN served INTEGER");
+  for (const [name, type] of [["served", "INTEGER"], ["joined", "TEXT"]]) {
+    if (!columns.some((c) => c.name === name)) db.exec(`ALTER TABLE ledger ADD COLUMN ${name} ${type}`);
+  }
 }
 
 /**

@@ -20,6 +20,9 @@ export const toKey = (r: KeyRow): KeyDetails => ({
 /** A request's ledger row, in the order of `requestRow`'s parameters. */
 export type RequestRow = [keyId: string, at: number, amount: number, requestId: string, route: string, model: string, status: number, promptTokens: number, completionTokens: number, stream: number, ms: number, served: number, priceId: string, batch: number, cachedTokens: number];
 
+/** A joined request's ledger row, in the order of `joinedRow`'s parameters. */
+export type JoinedRowValues = [keyId: string, at: number, requestId: string, route: string, model: string, status: number, ms: number, batch: number, joined: string];
+
 export function prepareStatements(db: Database.Database) {
   return {
     ping: db.prepare("SELECT 1"),
@@ -44,6 +47,9 @@ export function prepareStatements(db: Database.Database) {
     // The request's one ledger row: its charge (−cost) and its usage record.
     requestRow: db.prepare<RequestRow>(
       "INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms, served, price_id, batch, cached_tokens) VALUES (?, ?, ?, 'usage', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+    // A joined request's row (store.ts, JoinedRow): nothing charged, served or counted, naming the request it joined.
+    joinedRow: db.prepare<JoinedRowValues>(
+      "INSERT INTO ledger (key_id, at, amount, kind, ref, route, model, status, prompt_tokens, completion_tokens, stream, ms, served, batch, cached_tokens, joined) VALUES (?, ?, 0, 'usage', ?, ?, ?, ?, 0, 0, 0, ?, 0, ?, 0, ?)"),
     applyMoney: db.prepare<[number, number, number, string]>("UPDATE keys SET balance = balance + ?, held = held + ?, holds = holds + ? WHERE id = ?"),
     openHolds: db.prepare<[], { id: string; held: number; holds: number }>("SELECT id, held, holds FROM keys WHERE held <> 0 OR holds <> 0"),
     setHolds: db.prepare<[number, number, string]>("UPDATE keys SET held = ?, holds = ? WHERE id = ?"),

@@ -1,12 +1,12 @@
 import type { Worker } from "node:worker_threads";
 import Database from "better-sqlite3";
-import { Batch, type Hold, holdsByKey, releaseStaleHolds } from "./sqlite-batch.ts";
+import { auditRows, Batch, type Hold, releaseStaleHolds } from "./sqlite-batch.ts";
 import { CHECKPOINT_FAILURE_LIMIT_MS, type CheckpointFailure, failureToFailWith, startCheckpointer, stopCheckpointer } from "./sqlite-checkpointer.ts";
 import { failsTheStore, isBusy, isCorrupt, walSyncFailureCode } from "./sqlite-failures.ts";
 import { migrate } from "./sqlite-migrations.ts";
 import type { SqliteStoreOptions } from "./sqlite-options.ts";
 import { createKeyIn, createKeyOnceIn, ensureBootstrapKeyIn, topUpIn } from "./sqlite-admin-writes.ts";
-import { revokeKeyIn, updateKeyIn } from "./sqlite-key-updates.ts";
+import { revokeKeyIn, revokeRemovedIn, updateKeyIn } from "./sqlite-key-updates.ts";
 import { fromRow, type KeyEvent } from "./key-events.ts";
 import { renameScrubbed, truncateWal } from "./sqlite-erase.ts";
 import { SqliteReports } from "./sqlite-reports.ts";
@@ -21,7 +21,7 @@ import { allRequestRows } from "./sqlite-request-rows.ts";
 import { WalClosedError, WalSync } from "./sqlite-wal-sync.ts";
 import { retryWhileBusy, WriteLockQueue } from "./sqlite-write-lock.ts";
 import {
-  StoreUnavailableError, UnconfirmedWriteError, type AuditRow, type BootstrapResult, type CreationIdempotency, type KeyChanges, type KeyCreationResult, type KeyDetails, type KeyRecord, type KeyUpdateResult, type NewKey, type ReserveInput,
+  StoreUnavailableError, UnconfirmedWriteError, type AuditRow, type BootstrapResult, type CreationIdempotency, type KeyChanges, type KeyCreationResult, type KeyDetails, type KeyRecord, type KeyUpdateResult, type JoinedRow, type NewKey, type ReserveInput,
   type ReserveResult, type SettleInput, type Store, type TopUpInput, type TopUpResult, type UsageGroup, type UsageQuery,
 } from "./store.ts";
 
@@ -288,14 +288,7 @@ export class SqliteStore implements Store {
   }
 
   revokeRemovedBootstrapKeys(keep: readonly string[], at: number): Promise<string[]> {
-    return this.durably(
-      this.db.transaction(() => {
-        const kept = new Set(keep);
-        const removed = this.stmt.liveBootstrapIds.all().map((r) => r.id).filter((id) => !kept.has(id));
-        for (const id of removed) revokeKeyIn(this.stmt, id, at, null); // by the start: no request
-        return removed;
-      }),
-    );
+    return this.durably(this.db.transaction(() => revokeRemovedIn(this.stmt, keep, at)));
   }
 
   revokeKey(id: string, at: number, requestId: string | null = null): Promise<boolean> {
@@ -341,6 +334,13 @@ export class SqliteStore implements Store {
     return result;
   }
 
+  /** In the open batch (its write lock and COMMIT), as a settlement's row: resolves once committed. */
+  async recordJoined(row: JoinedRow): Promise<void> {
+    let batch: Batch | undefined;
+    await this.batched(() => (batch = this.batch!).joined(row));
+    await batch!.whenWritten();
+  }
+
   releaseStaleReservations(): Promise<number> {
     return this.durably(this.db.transaction(() => releaseStaleHolds(this.stmt, this.holds)));
   }
@@ -366,12 +366,9 @@ export class SqliteStore implements Store {
     return backups.take((into, givenUp) => reports.backup(into, () => this.now(() => {}), signal, givenUp));
   }
 
-  /** `reservations` is the database's count of open holds; `reservedSum` the sum of this process's own. */
+  /** sqlite-batch.ts: auditRows. */
   audit(): Promise<AuditRow[]> {
-    return this.now(() => {
-      const mine = holdsByKey(this.holds);
-      return this.stmt.audit.all().map((r) => ({ keyId: r.keyId, balance: r.balance, held: r.held, ledgerSum: r.ledgerSum, reservations: r.holds, reservedSum: mine.get(r.keyId)?.sum ?? 0 }));
-    });
+    return this.now(() => auditRows(this.stmt, this.holds));
   }
 
   /** Commits the open batch now (tests, and anything about to hand the file to another process). */

@@ -93,6 +93,18 @@ export interface UsageRow {
   cachedTokens: number;
 }
 
+/**
+ * A request answered with another's generation, charging nothing: an SDK's retry that joined a
+ * generation whose client left, a re-send given its Idempotency-Key's earlier answer
+ * (routes/joined-retry.ts). Its ledger row is a usage row of amount 0, not served, no tokens and
+ * no price, so reports and balances are as without it (REPORTED_SQL), and `joined` names the
+ * request whose row has the charge: GET /admin/requests/{id} finds it by the id its client saw.
+ */
+export interface JoinedRow extends Pick<UsageRow, "requestId" | "keyId" | "at" | "route" | "model" | "status" | "ms" | "batch"> {
+  /** The request whose generation, and charge, it got (`status`: what its client was answered, that generation's). */
+  joined: string;
+}
+
 export interface ReserveInput {
   reservationId: string;
   keyId: string;
@@ -290,6 +302,11 @@ export interface Store {
    * balance covers it, else 0 (never eating into other requests' holds).
    */
   settle(input: SettleInput): Promise<{ available: number; charged: number }>;
+  /**
+   * A joined request's row (JoinedRow), written off its answer's path: only such requests write
+   * one (SQLite: in the open batch, with its settlements; Postgres: one INSERT). Resolves once written.
+   */
+  recordJoined(row: JoinedRow): Promise<void>;
   /**
    * Releases every reservation not owned by this process (a dead one's); returns how many. The
    * Postgres store's: those of replicas without their liveness lock for its grace (30 s), so at
