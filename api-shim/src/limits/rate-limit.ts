@@ -79,13 +79,16 @@ export class TokenBucket {
    * together (openai-node waits exactly Retry-After), the refill served a few and the rest were
    * refused again: 16 workers on 120 requests/min lost 134 of 300 requests after the SDK's two
    * retries; told turns whose room was not held, 5 to 10, their room taken by workers answered
-   * in between; with it held, none.
+   * in between; with it held, none. A `firstTry` (an SDK's first attempt, which says so) was
+   * told no turn, so it takes one only RETRIES_FIRST_MS past its time: a worker answered a few
+   * ms after its own turn took the next one, due the same second, before that one's caller was
+   * back.
    */
-  take(n: number, nowMs: number): { ok: true } | { ok: false; retryMs: number } {
+  take(n: number, nowMs: number, firstTry = false): { ok: true } | { ok: false; retryMs: number } {
     this.refill(nowMs);
     const held = this.turns.held(nowMs);
     // The earliest turn's room is the first to come back; the later turns' is yet to refill.
-    if (this.turns.due(nowMs) > 0 && this.level >= n) {
+    if (this.turns.due(nowMs, firstTry) > 0 && this.level >= n) {
       this.turns.claim();
       this.level -= n;
       return { ok: true };

@@ -6,6 +6,14 @@
 export const TURN_GRACE_MS = 1000;
 
 /**
+ * How long past its time a turn goes only to a request that may be its caller: not to an SDK's
+ * first attempt (rate-limit.ts take's `firstTry`), which was told no turn. The told SDK is back
+ * within a few ms; after this the first attempts take the turn, or a client that only ever sends
+ * first attempts (no retries, ignoring Retry-After) would have its own turns hold all the room.
+ */
+export const RETRIES_FIRST_MS = 250;
+
+/**
  * The turns a requests bucket has told the callers it refused: when each was told to come back
  * (its Retry-After) and the room held for it until then. Without them, a batch job's worker
  * answered in between sent its next request at once and took the room a told worker came back
@@ -37,9 +45,13 @@ export class Turns {
     return this.dues.length - this.head;
   }
 
-  /** The room of the earliest turn whose time has come at `nowMs`, 0 when none has (call held() first). */
-  due(nowMs: number): number {
-    return this.head < this.dues.length && this.dues[this.head]! <= nowMs ? this.amounts[this.head]! : 0;
+  /**
+   * The room of the earliest turn whose time has come at `nowMs`, 0 when none has (call held()
+   * first); for a `firstTry`, whose time came RETRIES_FIRST_MS ago.
+   */
+  due(nowMs: number, firstTry: boolean): number {
+    const after = firstTry ? RETRIES_FIRST_MS : 0;
+    return this.head < this.dues.length && this.dues[this.head]! + after <= nowMs ? this.amounts[this.head]! : 0;
   }
 
   /** The earliest turn, due at `nowMs`, is taken by the request arriving now. */
