@@ -7,7 +7,7 @@ import { rateLimited, requestsSpent, tokensSpent, tooManyInFlight } from "../lim
 import { ClientLeftError, type KeyRecord, keyIsLive } from "../store/store.ts";
 import { placeFreed } from "../limits/key-waits.ts";
 import { urlPath } from "./url-path.ts";
-import { mayJoin } from "../limits/left-generations.ts";
+import { firstTry, mayJoin } from "../limits/left-generations.ts";
 
 /**
  * The onRequest hook: admin token for /admin/*, an API key for everything else. A request that
@@ -62,7 +62,7 @@ export function authHook(ctx: ShimContext) {
     // up to a minute) is refused again, by the tokens budget.
     const wait = tokensWait(buckets, mono, inference);
     if (buckets.requests) {
-      const r = buckets.requests.take(1, mono);
+      const r = buckets.requests.take(1, mono, firstTry(request));
       if (!r.ok) throw requestsSpent(Math.max(r.retryMs, wait), rateLimitHeaders(buckets, mono, now, inference), limits, wait > 0);
     }
     // Refused here, before the body is read and parsed (up to SHIM_MAX_BODY_BYTES of JSON, a

@@ -361,6 +361,12 @@ export function mayJoin(ctx: ShimContext, request: FastifyRequest, keyId: string
   return saysRetry(request) && ctx.leftGenerations.has(keyId);
 }
 
+/**
+ * Whether `request` says it is an SDK's first attempt (RETRY_COUNT 0): one told no turn by a
+ * requests/min refusal (rate-limit.ts take). Without the header nothing is said.
+ */
+export const firstTry = (request: FastifyRequest): boolean => request.headers[RETRY_COUNT] === "0";
+
 /** Whether `request` says it is an SDK's retry: its attempt number (RETRY_COUNT) is 1 or more. */
 export function saysRetry(request: FastifyRequest): boolean {
   const count = request.headers[RETRY_COUNT];

@@ -2,6 +2,7 @@ import type { Clock } from "../clock.ts";
 import { addressBucket } from "../auth/client-address.ts";
 import type { TierLimits } from "../config.ts";
 import { KeyWaiters } from "./key-waits.ts";
+import { Turns } from "./turns.ts";
 
 /** Which unauthenticated budget of an address: failed admin tokens have their own. */
 export type IpScope = "any" | "admin";
@@ -34,8 +35,8 @@ export class TokenBucket {
   private perMs: number;
   /** Admission estimates of requests still running (takeEstimate), most of which come back at settlement. */
   private pending = 0;
-  /** The latest time a refused caller of take() was told to come back (monotonic ms). */
-  private toldUntil = 0;
+  /** The turns take() told the callers it refused, and the room held for them. */
+  private readonly turns = new Turns();
 
   constructor(capacity: number, nowMs: number) {
     this.cap = capacity;
@@ -60,7 +61,7 @@ export class TokenBucket {
     this.perMs = capacity / 60_000;
     // Turns told at the old rate are not the new rate's: a key upgraded from 1 to 60 requests/min
     // was told to wait out the old minute's turn (61 s) for a request due in one second.
-    this.toldUntil = 0;
+    this.turns.clear();
   }
 
   private refill(nowMs: number): void {
@@ -71,22 +72,36 @@ export class TokenBucket {
   }
 
   /**
-   * Takes `n` when at least `n` is there; otherwise returns the ms to wait: until `n` is there
-   * for this caller after the callers refused before it, each told the refill of its own `n`
-   * (at most QUEUED_WAIT_MAX_MS ahead). Told the same wait, parallel callers refused together
-   * retried together (openai-node waits exactly Retry-After), the refill served a few and the rest
-   * were refused again: 16 workers on 120 requests/min lost 134 of 300 requests after the SDK's
-   * two retries. Told a place in turn, they come back as the room does.
+   * Takes `n` for a request whose turn has come, or when `n` is there beyond the room held for
+   * the turns told; otherwise returns the ms to wait, in whole seconds (Retry-After's): until
+   * there is room for this caller after those told before it, held for it from then (Turns), at
+   * most QUEUED_WAIT_MAX_MS ahead. Told the same wait, parallel callers refused together retried
+   * together (openai-node waits exactly Retry-After), the refill served a few and the rest were
+   * refused again: 16 workers on 120 requests/min lost 134 of 300 requests after the SDK's two
+   * retries; told turns whose room was not held, 5 to 10, their room taken by workers answered
+   * in between; with it held, none. A `firstTry` (an SDK's first attempt, which says so) was
+   * told no turn, so it takes one only RETRIES_FIRST_MS past its time: a worker answered a few
+   * ms after its own turn took the next one, due the same second, before that one's caller was
+   * back.
    */
-  take(n: number, nowMs: number): { ok: true } | { ok: false; retryMs: number } {
-    const retryMs = this.msUntil(n, nowMs);
-    if (retryMs > 0) {
-      const turn = Math.min(Math.max(nowMs + retryMs, this.toldUntil + n / this.perMs), nowMs + Math.max(retryMs, QUEUED_WAIT_MAX_MS));
-      this.toldUntil = turn;
-      return { ok: false, retryMs: Math.ceil(turn - nowMs) };
+  take(n: number, nowMs: number, firstTry = false): { ok: true } | { ok: false; retryMs: number } {
+    this.refill(nowMs);
+    const held = this.turns.held(nowMs);
+    // The earliest turn's room is the first to come back; the later turns' is yet to refill.
+    if (this.turns.due(nowMs, firstTry) > 0 && this.level >= n) {
+      this.turns.claim();
+      this.level -= n;
+      return { ok: true };
     }
-    this.level -= n;
-    return { ok: true };
+    if (this.level - held >= n) {
+      this.level -= n;
+      return { ok: true };
+    }
+    const roomMs = Math.ceil((held + n - this.level) / this.perMs);
+    if (roomMs > QUEUED_WAIT_MAX_MS) return { ok: false, retryMs: Math.max(this.msUntil(n, nowMs), QUEUED_WAIT_MAX_MS) };
+    const retryMs = Math.ceil(roomMs / 1000) * 1000;
+    this.turns.tell(nowMs + retryMs, n);
+    return { ok: false, retryMs };
   }
 
   /** ms until `n` can be taken (0: now). */
@@ -136,20 +151,22 @@ export class TokenBucket {
     this.level = Math.min(this.capacity, this.level - delta);
   }
 
+  /** What a request that holds no turn may take now: the room held for turns told is not its. */
   remaining(nowMs: number): number {
     this.refill(nowMs);
-    return Math.max(0, Math.floor(this.level));
+    return Math.max(0, Math.floor(this.level - this.turns.held(nowMs)));
   }
 
   /**
    * ms until the bucket is full again. While its debt is only estimates still running, the wait
    * msUntilPositive gives (the reset header must not say hours where Retry-After says 1); else
-   * the time the level takes to refill, as if those running use their estimates.
+   * the time the level takes to refill, as if those running use their estimates and those told
+   * turns (take) use them.
    */
   msUntilFull(nowMs: number): number {
     this.refill(nowMs);
     if (this.level <= 0 && this.level + this.pending > 0) return ESTIMATES_RETRY_MS;
-    return Math.ceil((this.capacity - this.level) / this.perMs);
+    return Math.ceil((this.capacity - this.level + this.turns.held(nowMs)) / this.perMs);
   }
 }
 
