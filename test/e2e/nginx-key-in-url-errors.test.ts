@@ -180,4 +180,12 @@ describe("a key in the URL, refused before nginx chooses a location", () => {
     await new Promise((r) => setTimeout(r, 300));
     expect(edge.nginx.output()).not.toContain(key.slice(19));
   }, 90_000); // nginx waits out each unsent 5 MB body (~5 s)
+
+  it("answers a browser's preflight from a page whose URL holds a key with its 204, as any preflight (the request itself then gets the 400 the app can read)", async () => {
+    const res = await raw("127.0.0.2", `OPTIONS /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nOrigin: https://app.example\r\n` +
+      `Referer: https://app.example/chat?key=${key}\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization, content-type\r\nConnection: close\r\n\r\n`);
+    expect([res.status, res.headers["access-control-allow-origin"]]).toEqual([204, "*"]);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(edge.nginx.output()).not.toContain(key.slice(19));
+  });
 });
