@@ -186,7 +186,9 @@ export class ServingStack extends pulumi.ComponentResource {
       triggers: [args.instanceId],
       logging: "stderr",
     }, { parent: this, dependsOn: [sshWait] });
-    const hostKey = hostKeyStep.stdout.apply((out) => out.trim());
+    // A public key: unsecret, though @pulumi/command marks the stdout of a command with a secret
+    // input (the private key) secret, so that sshCommand shows without --show-secrets.
+    const hostKey = pulumi.unsecret(hostKeyStep.stdout.apply((out) => out.trim()));
     // Every step checks the host's key against it (@pulumi/command's hostKey).
     const connection = (dialErrorLimit: number) => ({
       host: ip, user: "root", privateKey: args.sshPrivateKey, hostKey, dialErrorLimit, perDialTimeout: DIAL_TIMEOUT_SECONDS,

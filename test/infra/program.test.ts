@@ -587,6 +587,10 @@ describe("the serving stack under the mock runtime", () => {
     expect(plain(resources.find((r) => r.name === "example-stop-on-destroy")!.inputs.environment).GS_HOST_KEY).toBe(MOCK_HOST_KEY);
     expect(await valueOf(outputs.hostKey)).toBe(MOCK_HOST_KEY);
     expect(await valueOf(outputs.sshCommand)).toContain(MOCK_HOST_KEY);
+    // A public key: `pulumi stack output sshCommand` must show the command, not "[secret]",
+    // though the provider marks the step's stdout secret (the private key is among its inputs).
+    expect(await pulumi.isSecret(outputs.hostKey as pulumi.Output<string | undefined>)).toBe(false);
+    expect(await pulumi.isSecret(outputs.sshCommand)).toBe(false);
   });
 
   it("records no key without adminCidrs (SSH is closed), and the stop on destroy then does not connect", async () => {

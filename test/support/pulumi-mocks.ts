@@ -137,8 +137,10 @@ export function installMocks(stack: string, overrides: {
         state.filesystemPath = `/dev/disk/by-id/scsi-0Linode_Volume_${args.inputs.label}`;
         break;
       // What a local command printed: only the host-key step's output is read (with its newline).
+      // Secret, as @pulumi/command marks every output of a command given a secret input
+      // (pulumi/pulumi-command#256): the private key is in its environment.
       case "command:local:Command":
-        state.stdout = `${MOCK_HOST_KEY}\n`;
+        state.stdout = { [SECRET_SIG]: SECRET_SIG_VALUE, value: `${MOCK_HOST_KEY}\n` };
         break;
       case "tls:index/selfSignedCert:SelfSignedCert":
       case "tls:index/locallySignedCert:LocallySignedCert":
