@@ -94,3 +94,17 @@ export function webPortSources(tlsMode: TlsMode, allowedCidrs: readonly string[]
 
 /** The `sshCommand` output of a host without adminCidrs (scripts read it to tell SSH is closed). */
 export const SSH_CLOSED = "SSH is closed: set gpu-sandbox:adminCidrs to open port 22 to your address";
+
+/**
+ * The `sshCommand` output of a host SSH is open to: writes the root key (created private by the
+ * umask, never readable by others even for a moment) and the host's recorded SSH key beside it,
+ * then logs in checking the host against that key alone. `hostKey` is "<type> <base64>", as
+ * record-host-key.sh prints it (no quote can be in it).
+ */
+export function sshLoginCommand(tenant: string, stack: string, ip: string, hostKey: string): string {
+  const key = `gs-${tenant}.key`;
+  const knownHosts = `gs-${tenant}.known_hosts`;
+  return `(umask 077 && pulumi stack output sshPrivateKey --show-secrets --stack ${stack} > ${key}) && ` +
+    `printf '%s\\n' '${ip} ${hostKey}' > ${knownHosts} && ` +
+    `ssh -i ${key} -o UserKnownHostsFile=${knownHosts} -o StrictHostKeyChecking=yes root@${ip}`;
+}

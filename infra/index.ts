@@ -11,6 +11,7 @@ export const gpu = tenant.gpu;
 export const ip = tenant.ip;
 export const ipv6 = tenant.ipv6;
 export const sshCommand = tenant.sshCommand;
+export const hostKey = tenant.hostKey;
 export const sshPrivateKey = tenant.sshPrivateKey;
 export const rootPassword = tenant.rootPassword;
 export const hourlyCostUsd = tenant.hourlyCostUsd;

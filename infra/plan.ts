@@ -183,6 +183,7 @@ function servingResources(config: TenantConfig): PlannedResource[] {
     { type: "pulumi:providers:docker", name: `${t}-registry`, note: "asks the registries for image digests (no local Docker daemon)" },
     ...(config.adminCidrs.length === 0 ? [] : [
       { type: "command:local:Command", name: `${t}-ssh-wait`, note: "waits until SSH answers this machine (a new host); if it never does, asks whether your address is in adminCidrs" },
+      { type: "command:local:Command", name: `${t}-host-key`, note: "records the host's SSH key at the first login (output hostKey); every later SSH connection checks it" },
       command("host-ready", "waits over SSH until the host has finished its setup"),
       command("env", "writes /opt/gpu-sandbox/.env (0600) through stdin"),
       ...(config.tls.mode === "off" ? [] : [command("certificate", "installs the certificate through stdin")]),

@@ -3,9 +3,10 @@ import { GpuHost } from "./components/gpu-host.ts";
 import { ServingStack } from "./components/serving-stack.ts";
 import type { TenantConfig } from "./config.ts";
 import { configWarnings } from "./plan.ts";
+import { SSH_CLOSED, sshLoginCommand } from "./host.ts";
 
 /** The host's outputs, as GpuHost documents them. */
-type HostOutputs = Pick<GpuHost, "ip" | "ipv6" | "sshCommand" | "sshPrivateKey" | "rootPassword" | "hourlyCostUsd" | "monthlyCostUsd" | "createdAt" | "expiresAt">;
+type HostOutputs = Pick<GpuHost, "ip" | "ipv6" | "sshPrivateKey" | "rootPassword" | "hourlyCostUsd" | "monthlyCostUsd" | "createdAt" | "expiresAt">;
 
 /** Everything `pulumi stack output` shows for a tenant. */
 export interface TenantOutputs extends HostOutputs {
@@ -13,6 +14,10 @@ export interface TenantOutputs extends HostOutputs {
   readonly region: string;
   readonly plan: string;
   readonly gpu: string;
+  /** How to log in as root, checking the host's recorded SSH key, or why one cannot (no adminCidrs). */
+  readonly sshCommand: pulumi.Output<string>;
+  /** The host's SSH key ("<type> <base64>") recorded at the first login; undefined without adminCidrs. */
+  readonly hostKey: pulumi.Output<string | undefined>;
   /** The OpenAI base URL (without adminCidrs, where a host deployed before serves). */
   readonly endpoint: pulumi.Output<string>;
   /** Bootstrap keys by name. Secret. */
@@ -56,7 +61,10 @@ export function deployTenant(config: TenantConfig, options: DeployOptions = {}):
     gpu: `${config.plan.gpuCount} x ${config.plan.gpu} (${config.plan.vramGbPerGpu} GB)`,
     ip: host.ip,
     ipv6: host.ipv6,
-    sshCommand: host.sshCommand,
+    sshCommand: deployed
+      ? pulumi.all([host.ip, serving.hostKey]).apply(([ip, hostKey]) => sshLoginCommand(config.tenant, pulumi.getStack(), ip, hostKey ?? ""))
+      : pulumi.output(SSH_CLOSED),
+    hostKey: serving.hostKey,
     sshPrivateKey: host.sshPrivateKey,
     rootPassword: host.rootPassword,
     hourlyCostUsd: host.hourlyCostUsd,

@@ -12,7 +12,7 @@ import { vllmRevision } from "../config/vllm.ts";
 import { askHub, type CheckedModel, hubDisagreements } from "../hub-check.ts";
 import type { Secret } from "../secret.ts";
 import { isoSeconds } from "../../api-shim/src/requests/period.ts";
-import { CREATED_AT_SUFFIX, hostExpiry, kitTags, resourceNames, SSH_CLOSED, webPortSources } from "../host.ts";
+import { CREATED_AT_SUFFIX, hostExpiry, kitTags, resourceNames, webPortSources } from "../host.ts";
 import { encodeUserData, hostCloudInit } from "../render/cloud-init.ts";
 
 /** The host's part of a validated tenant config (defaults applied by validateConfig). */
@@ -64,8 +64,6 @@ export class GpuHost extends pulumi.ComponentResource {
   readonly ipv6: pulumi.Output<string>;
   /** The generated SSH private key (OpenSSH format). Secret. */
   readonly sshPrivateKey: pulumi.Output<string>;
-  /** How to log in, or why one cannot (no adminCidrs). */
-  readonly sshCommand: pulumi.Output<string>;
   /** Root password for the Lish console. Secret. */
   readonly rootPassword: pulumi.Output<string>;
   readonly hourlyCostUsd: number;
@@ -148,17 +146,13 @@ export class GpuHost extends pulumi.ComponentResource {
     this.ip = this.instance.ipv4s.apply((ips) => ips[0] ?? "");
     this.ipv6 = this.instance.ipv6.apply((v) => v.split("/")[0] ?? v);
     this.sshPrivateKey = pulumi.secret(sshKey.privateKeyOpenssh);
-    this.sshCommand = args.adminCidrs.length === 0
-      ? pulumi.output(SSH_CLOSED)
-      // The key file is created private (umask), never readable by others even for a moment.
-      : pulumi.interpolate`(umask 077 && pulumi stack output sshPrivateKey --show-secrets --stack ${pulumi.getStack()} > gs-${args.tenant}.key) && ssh -i gs-${args.tenant}.key root@${this.ip}`;
     this.rootPassword = pulumi.secret(rootPassword.result);
     const cost = costOf(args.plan, args.volumeSizeGb);
     this.hourlyCostUsd = cost.hourlyUsd;
     this.monthlyCostUsd = cost.monthlyUsd;
 
     this.registerOutputs({
-      ip: this.ip, ipv6: this.ipv6, sshCommand: this.sshCommand, sshPrivateKey: this.sshPrivateKey,
+      ip: this.ip, ipv6: this.ipv6, sshPrivateKey: this.sshPrivateKey,
       rootPassword: this.rootPassword, hourlyCostUsd: this.hourlyCostUsd, monthlyCostUsd: this.monthlyCostUsd,
       createdAt: this.createdAt, expiresAt: this.expiresAt,
       // Registered so that the deployment waits for the check (its warning) before it ends.

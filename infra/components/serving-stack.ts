@@ -57,6 +57,11 @@ export class ServingStack extends pulumi.ComponentResource {
   /** SHA-256 of the bundle's manifest: changes exactly when something on the host changes. */
   readonly bundleHash: pulumi.Output<string>;
   /**
+   * The host's SSH key ("<type> <base64>"), recorded at the first login to it (record-host-key.sh);
+   * every later SSH connection checks the host against it. Undefined without adminCidrs.
+   */
+  readonly hostKey: pulumi.Output<string | undefined>;
+  /**
    * Whether the stack was deployed on the host at least once (it stays true without adminCidrs).
    * Resolves only once this update's deploy succeeded, so a failed update writes no outputs.
    */
@@ -98,7 +103,8 @@ export class ServingStack extends pulumi.ComponentResource {
     // host. The secrets, keys and certificate above stay all the same: emptying adminCidrs after a
     // deploy must not regenerate them (new key ids would revoke every client's key at the next
     // deploy) while the host keeps serving with the old ones.
-    const deploy = config.adminCidrs.length === 0 ? undefined : this.deploy(name, args, envFile, certificate, bundle);
+    const { deploy, hostKey } = config.adminCidrs.length === 0 ? {} : this.deploy(name, args, envFile, certificate, bundle);
+    this.hostKey = pulumi.output(hostKey);
     // Whether this stack was ever deployed, which no single run can tell once adminCidrs are
     // empty: a host deployed before serves (and holds a ledger reap-expired must save), one that
     // never was has nothing behind its endpoint. The keeper follows adminCidrs while they let
@@ -122,18 +128,22 @@ export class ServingStack extends pulumi.ComponentResource {
     new command.local.Command(`${name}-stop-on-destroy`, {
       interpreter: ["/bin/bash", "-c"],
       delete: readTemplate("operator/stop-serving-stack.sh"),
-      environment: { GS_SSH_KEY: pulumi.secret(args.sshPrivateKey), GS_HOST: ip, GS_DIR: HOST_PATHS.bundleDir },
+      // Without a recorded key (never deployed over SSH), it does not connect.
+      environment: { GS_SSH_KEY: pulumi.secret(args.sshPrivateKey), GS_HOST: ip, GS_HOST_KEY: this.hostKey.apply((k) => k ?? ""), GS_DIR: HOST_PATHS.bundleDir },
     }, { parent: this, dependsOn: [...(deploy ? [deploy] : []), args.volume] });
 
     this.registerOutputs({
       endpoint: this.endpoint, apiKeys: this.apiKeys, adminToken: this.adminToken,
-      caCertificate: this.caCertificate, tlsDomain: this.tlsDomain, bundleHash: this.bundleHash, servingDeployed: this.servingDeployed,
+      caCertificate: this.caCertificate, tlsDomain: this.tlsDomain, bundleHash: this.bundleHash, servingDeployed: this.servingDeployed, hostKey: this.hostKey,
     });
   }
 
-  /** The steps over SSH: wait for the host, write `.env`, install the certificate, copy the bundle, deploy. */
+  /**
+   * The steps over SSH: wait for the host, record its SSH key, write `.env`, install the
+   * certificate, copy the bundle, deploy. Returns the deploy and the key.
+   */
   private deploy(name: string, args: ServingStackArgs, envFile: pulumi.Output<string>,
-    certificate: ReturnType<typeof serverCertificate>, bundle: pulumi.Output<Bundle>): command.remote.Command {
+    certificate: ReturnType<typeof serverCertificate>, bundle: pulumi.Output<Bundle>): { deploy: command.remote.Command; hostKey: pulumi.Output<string> } {
     const { config } = args;
     // Staged on disk for the copy, only when there is one to make.
     const stagingDir = args.stagingDir ?? join(REPO_ROOT, "out", config.tenant, "deploy");
@@ -143,9 +153,6 @@ export class ServingStack extends pulumi.ComponentResource {
       return new pulumi.asset.FileArchive(dir);
     });
     const ip = pulumi.output(args.ip);
-    const connection = (dialErrorLimit: number) => ({
-      host: ip, user: "root", privateKey: args.sshPrivateKey, dialErrorLimit, perDialTimeout: DIAL_TIMEOUT_SECONDS,
-    });
     const dir = HOST_PATHS.bundleDir;
     const waitSeconds = HOST_SETUP_TIMEOUT_MINUTES * 60;
 
@@ -166,11 +173,32 @@ export class ServingStack extends pulumi.ComponentResource {
       logging: "stdoutAndStderr",
     }, { parent: this });
 
+    // The host's SSH key, as it presents it at this first login (trust on first use: see
+    // docs/decisions.md), before any step sends it a secret. Once per host, as the wait: a new
+    // instance has a new key. Run again on the same host (a new script, say), the script prints
+    // the key it recorded (its last output, PULUMI_COMMAND_STDOUT) without connecting.
+    const recordHostKey = readTemplate("operator/record-host-key.sh");
+    const hostKeyStep = new command.local.Command(`${name}-host-key`, {
+      interpreter: ["/bin/bash", "-c"],
+      create: recordHostKey,
+      update: recordHostKey,
+      environment: { GS_SSH_KEY: pulumi.secret(args.sshPrivateKey), GS_HOST: ip },
+      triggers: [args.instanceId],
+      logging: "stderr",
+    }, { parent: this, dependsOn: [sshWait] });
+    // A public key: unsecret, though @pulumi/command marks the stdout of a command with a secret
+    // input (the private key) secret, so that sshCommand shows without --show-secrets.
+    const hostKey = pulumi.unsecret(hostKeyStep.stdout.apply((out) => out.trim()));
+    // Every step checks the host's key against it (@pulumi/command's hostKey).
+    const connection = (dialErrorLimit: number) => ({
+      host: ip, user: "root", privateKey: args.sshPrivateKey, hostKey, dialErrorLimit, perDialTimeout: DIAL_TIMEOUT_SECONDS,
+    });
+
     // The host keeps SSH closed until its setup is done, so this waits by retrying the dial.
     const hostReady = new command.remote.Command(`${name}-host-ready`, {
       connection: connection(Math.ceil(waitSeconds / DIAL_TIMEOUT_SECONDS)),
       create: `bash ${HOST_PATHS.libDir}/wait-host-ready.sh ${waitSeconds} && mkdir -p ${dir}/.incoming`,
-    }, { parent: this, dependsOn: [sshWait] });
+    }, { parent: this, dependsOn: [hostKeyStep] });
 
     // New secrets replace this step (their hash, never the secrets, in the triggers) rather than
     // update it, so each write of .env gets a new id, that the deploy's triggers hold (below).
@@ -241,7 +269,7 @@ export class ServingStack extends pulumi.ComponentResource {
       triggers: [this.bundleHash, args.instanceId, copy.id, env.id,
         replacesCertificate && certificateInstall ? certificateInstall.id : "no-pulumi-certificate", `volume ${config.volumeSizeGb} GB`],
     }, { parent: this, dependsOn: [copy, env, args.volume, ...(certificateInstall ? [certificateInstall] : [])] });
-    return deploy;
+    return { deploy, hostKey };
   }
 }
 

@@ -11,19 +11,28 @@
 # It is a local command with a best-effort SSH, because a destroy must never fail (and
 # leave a GPU billing) for want of SSH: from an address outside adminCidrs, or after the host
 # was deleted by hand, it says so and the destroy goes on.
-# Environment: GS_SSH_KEY (the private key), GS_HOST (address), GS_DIR (/opt/gpu-sandbox).
+# It talks to the host whose SSH key record-host-key.sh recorded (GS_HOST_KEY), and to no other:
+# without one (SSH was never open to `pulumi up`, so it could not reach the host anyway), it
+# does not connect.
+# Environment: GS_SSH_KEY (the private key), GS_HOST (address), GS_HOST_KEY (its SSH key,
+# "<type> <base64>", or empty), GS_DIR (/opt/gpu-sandbox).
 set -u
 
-key=$(mktemp)
-trap 'rm -f "$key"' EXIT
-printf '%s\n' "${GS_SSH_KEY:?}" >"$key"
+if [ -z "${GS_HOST_KEY:-}" ]; then
+  echo "gpu-sandbox: no SSH key of ${GS_HOST:?} was recorded (SSH was never open to pulumi up), so the serving stack is not stopped over SSH; destroying anyway" >&2
+  exit 0
+fi
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+(umask 077 && printf '%s\n' "${GS_SSH_KEY:?}" >"$dir/key")
+printf '%s %s\n' "${GS_HOST:?}" "$GS_HOST_KEY" >"$dir/known_hosts"
 
 remote="if [ -f ${GS_DIR:?}/compose.yaml ]; then cd $GS_DIR && { docker compose stop --timeout 30 shim; docker compose down --remove-orphans --timeout 30; }; fi"
 if command -v ssh >/dev/null &&
-  ssh -F /dev/null -i "$key" -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+  ssh -F /dev/null -i "$dir/key" -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=yes -o UserKnownHostsFile="$dir/known_hosts" \
     -o ConnectTimeout=15 -o ServerAliveInterval=15 -o ServerAliveCountMax=4 "root@${GS_HOST:?}" "$remote"; then
   echo "gpu-sandbox: stopped the serving stack on $GS_HOST"
 else
-  echo "gpu-sandbox: could not stop the serving stack on $GS_HOST (no ssh client, or the host is unreachable); destroying anyway" >&2
+  echo "gpu-sandbox: could not stop the serving stack on $GS_HOST (no ssh client, the host is unreachable, or its SSH key is not the one recorded); destroying anyway" >&2
 fi
 exit 0

@@ -12,16 +12,18 @@ if ! command -v ssh >/dev/null; then
   echo "gpu-sandbox: no ssh client on this machine; host-ready waits for SSH by itself" >&2
   exit 0
 fi
-key=$(mktemp)
-trap 'rm -f "$key"' EXIT
-printf '%s\n' "${GS_SSH_KEY:?}" >"$key"
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+(umask 077 && printf '%s\n' "${GS_SSH_KEY:?}" >"$dir/key")
 
 wait_seconds=${GS_WAIT_SECONDS:?}
 deadline=$((SECONDS + wait_seconds))
 echo "gpu-sandbox: waiting for SSH on ${GS_HOST:?} (the host's first boot takes 5-15 minutes; at most $((wait_seconds / 60)) minutes)"
 while :; do
-  if ssh -F /dev/null -i "$key" -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-    -o ConnectTimeout=15 -o LogLevel=ERROR "root@$GS_HOST" true 2>/dev/null; then
+  # This login sends nothing but `true`; record-host-key.sh, next, records the host's key. The
+  # key accepted here goes to a file of this run's own, thrown away at its end.
+  if ssh -F /dev/null -i "$dir/key" -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=accept-new \
+    -o UserKnownHostsFile="$dir/known_hosts" -o ConnectTimeout=15 -o LogLevel=ERROR "root@$GS_HOST" true 2>/dev/null; then
     echo "gpu-sandbox: SSH on $GS_HOST answers"
     exit 0
   fi

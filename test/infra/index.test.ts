@@ -68,7 +68,7 @@ describe("infra/index.ts, the entry point Pulumi runs", () => {
     expect(await valueOf(program.sshCommand)).toContain("SSH is closed");
     expect(await valueOf(program.expiresAt)).toMatch(/Z$/);
     expect(Object.keys(program).sort()).toEqual([
-      "adminToken", "apiKeys", "bundleHash", "caCertificate", "createdAt", "endpoint", "expiresAt", "gpu", "hourlyCostUsd",
+      "adminToken", "apiKeys", "bundleHash", "caCertificate", "createdAt", "endpoint", "expiresAt", "gpu", "hostKey", "hourlyCostUsd",
       "ip", "ipv6", "monthlyCostUsd", "plan", "region", "rootPassword", "servingDeployed", "sshCommand", "sshPrivateKey",
     ]);
     // What \`pulumi stack output --json\` holds, as the operator scripts read it: a stack that never

@@ -12,7 +12,7 @@ import { validateConfig, type TenantConfig } from "../../infra/config.ts";
 import { Secret } from "../../infra/secret.ts";
 import { listStackNames, readStackConfig } from "../../infra/stack-file.ts";
 import { deployTenant, type TenantOutputs } from "../../infra/tenant.ts";
-import { installMocks, isSecretInput, MOCK_IP, plain, settle, valueOf, type RecordedResource } from "../support/pulumi-mocks.ts";
+import { installMocks, isSecretInput, MOCK_HOST_KEY, MOCK_IP, plain, settle, valueOf, type RecordedResource } from "../support/pulumi-mocks.ts";
 import { tempDir } from "../support/tools.ts";
 import { encodeHostFiles } from "../../infra/render/cloud-init.ts";
 import { unpackHostFiles } from "../support/host-files.ts";
@@ -180,12 +180,16 @@ describe.each(stacks)("stack %s under the mock runtime", (stack) => {
     expect(await valueOf(outputs.ipv6)).toBe("2600:3c00::f03c:91ff:fe00:1");
     const ssh = await valueOf(outputs.sshCommand);
     if (config.adminCidrs.length > 0) {
-      expect(ssh).toContain(`ssh -i gs-${stack}.key root@${MOCK_IP}`);
+      // It logs in to the host whose key pulumi up recorded, and to no other.
+      expect(ssh).toContain(`printf '%s\\n' '${MOCK_IP} ${MOCK_HOST_KEY}' > gs-${stack}.known_hosts`);
+      expect(ssh).toContain(`ssh -i gs-${stack}.key -o UserKnownHostsFile=gs-${stack}.known_hosts -o StrictHostKeyChecking=yes root@${MOCK_IP}`);
       expect(ssh).toMatch(/^\(umask 077 && pulumi stack output sshPrivateKey --show-secrets --stack \S+ > /);
       // It writes the root key into the checkout, where stack files are committed: git ignores it.
       const keyFile = /> (\S+)\)/.exec(ssh!)![1]!;
-      const ignored = spawnSync("git", ["check-ignore", "-q", keyFile], { cwd: ROOT, encoding: "utf8" });
-      expect(ignored.status, `git check-ignore ${keyFile}: ${ignored.stderr}`).toBe(0);
+      for (const file of [keyFile, `gs-${stack}.known_hosts`]) {
+        const ignored = spawnSync("git", ["check-ignore", "-q", file], { cwd: ROOT, encoding: "utf8" });
+        expect(ignored.status, `git check-ignore ${file}: ${ignored.stderr}`).toBe(0);
+      }
     }
     else expect(ssh).toContain("SSH is closed");
     expect(outputs.hourlyCostUsd).toBeGreaterThanOrEqual(config.plan.hourlyUsd);
@@ -565,6 +569,37 @@ describe("the serving stack under the mock runtime", () => {
     expect(plain(wait.inputs.environment)).toMatchObject({ GS_HOST: MOCK_IP, GS_WAIT_SECONDS: "2700", GS_ADMIN_CIDRS: "203.0.113.7/32" });
   });
 
+  it("records the new host's SSH key at the first login, and pins every later step over SSH to it", async () => {
+    const { resources, outputs } = await run("example", configFor("example"));
+    const record = resources.find((r) => r.name === "example-host-key")!;
+    expect(record.type).toBe("command:local:Command");
+    expect(record.inputs.create).toContain("StrictHostKeyChecking=accept-new");
+    // Run again on the same host (a new version of the script), it keeps the key it has.
+    expect(record.inputs.update).toBe(record.inputs.create);
+    expect(record.inputs.addPreviousOutputInEnv).not.toBe(false);
+    // Once per host: a replacement (a new instance, a new key) records its key again.
+    expect(plain(record.inputs.triggers)).toEqual(["12345"]);
+    expect(record.dependencies).toContain(resources.find((r) => r.name === "example-ssh-wait")!.urn);
+    const steps = resources.filter((r) => r.type.startsWith("command:remote:"));
+    expect(steps.map((s) => s.name).sort()).toEqual(["example-bundle", "example-certificate", "example-deploy", "example-env", "example-host-ready"]);
+    for (const step of steps) expect(plain(step.inputs.connection).hostKey, step.name).toBe(MOCK_HOST_KEY);
+    // pulumi destroy's stop over SSH, and the operator's own login (sshCommand), check the same key.
+    expect(plain(resources.find((r) => r.name === "example-stop-on-destroy")!.inputs.environment).GS_HOST_KEY).toBe(MOCK_HOST_KEY);
+    expect(await valueOf(outputs.hostKey)).toBe(MOCK_HOST_KEY);
+    expect(await valueOf(outputs.sshCommand)).toContain(MOCK_HOST_KEY);
+    // A public key: `pulumi stack output sshCommand` must show the command, not "[secret]",
+    // though the provider marks the step's stdout secret (the private key is among its inputs).
+    expect(await pulumi.isSecret(outputs.hostKey as pulumi.Output<string | undefined>)).toBe(false);
+    expect(await pulumi.isSecret(outputs.sshCommand)).toBe(false);
+  });
+
+  it("records no key without adminCidrs (SSH is closed), and the stop on destroy then does not connect", async () => {
+    const { resources, outputs } = await run("example", configFor("example", { adminCidrs: [] }));
+    expect(resources.find((r) => r.name === "example-host-key")).toBeUndefined();
+    expect(plain(resources.find((r) => r.name === "example-stop-on-destroy")!.inputs.environment).GS_HOST_KEY).toBe("");
+    expect(await valueOf(outputs.hostKey)).toBeUndefined();
+  });
+
   it("looks image digests up without a local Docker daemon", async () => {
     const { resources, calls } = await run("example", configFor("example"));
     const provider = resources.find((r) => r.type === "pulumi:providers:docker")!;
@@ -605,9 +640,9 @@ describe("the serving stack under the mock runtime", () => {
     const deployed = await run("example", configFor("example", { tls: { mode: "self-signed" } }));
     const closed = await run("example", configFor("example", { tls: { mode: "self-signed" }, adminCidrs: [] }));
     const names = (rs: readonly RecordedResource[], keep: (r: RecordedResource) => boolean) => rs.filter(keep).map((r) => `${r.type} ${r.name}`).sort();
-    // Only the steps over SSH (and the wait for SSH) go; the random secrets, the keys' ids and secrets and the CA stay,
+    // Only the steps over SSH (and the wait for SSH and the recording of its key) go; the random secrets, the keys' ids and secrets and the CA stay,
     // and so does the stop on destroy (dropping it would run its delete at once).
-    const ssh = (r: RecordedResource) => r.type.startsWith("command:remote:") || r.name === "example-ssh-wait";
+    const ssh = (r: RecordedResource) => r.type.startsWith("command:remote:") || r.name === "example-ssh-wait" || r.name === "example-host-key";
     expect(names(closed.resources, () => true)).toEqual(names(deployed.resources, (r) => !ssh(r)));
     expect(names(deployed.resources, ssh).length).toBeGreaterThan(0);
     expect(closed.resources.some((r) => r.type.startsWith("random:") && r.name.includes("admin-token"))).toBe(true);

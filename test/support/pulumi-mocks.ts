@@ -39,6 +39,8 @@ export interface RecordedCall {
 }
 
 export const MOCK_IP = "192.0.2.10";
+/** The SSH key the mocked host presents: record-host-key.sh prints it (the host-key step's stdout). */
+export const MOCK_HOST_KEY = "ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTYAAAAIbmlzdHAyNTYAAABBBMockHostKey=";
 
 /** Answers the program's requests to Hugging Face (`pulumi up` checks model.id there). */
 export type FakeHub = (url: URL) => Response | Promise<Response>;
@@ -133,6 +135,12 @@ export function installMocks(stack: string, overrides: {
         return { id: "4242", state };
       case "linode:index/volume:Volume":
         state.filesystemPath = `/dev/disk/by-id/scsi-0Linode_Volume_${args.inputs.label}`;
+        break;
+      // What a local command printed: only the host-key step's output is read (with its newline).
+      // Secret, as @pulumi/command marks every output of a command given a secret input
+      // (pulumi/pulumi-command#256): the private key is in its environment.
+      case "command:local:Command":
+        state.stdout = { [SECRET_SIG]: SECRET_SIG_VALUE, value: `${MOCK_HOST_KEY}\n` };
         break;
       case "tls:index/selfSignedCert:SelfSignedCert":
       case "tls:index/locallySignedCert:LocallySignedCert":
