@@ -108,13 +108,17 @@ export async function itemise(client: { requests(q: RequestsQuery): Promise<Resp
     if (format === "json" && i > 0) io.write(",");
     // After the first key's CSV, the others' header lines are left out.
     let header = format === "csv" && i > 0;
+    // The header's text so far: its line end may come in pieces too (CR in one chunk, LF in the
+    // next), and a row then taken for the header's end would be lost.
+    let skipped = "";
     const decoder = new TextDecoder();
     for await (const chunk of res.body ?? []) {
       let text = decoder.decode(chunk as Uint8Array, { stream: true });
       if (header) {
-        const end = text.indexOf("\r\n");
+        skipped += text;
+        const end = skipped.indexOf("\r\n");
         if (end < 0) continue; // the header goes on in the next chunk
-        text = text.slice(end + 2);
+        text = skipped.slice(end + 2);
         header = false;
       }
       if (text !== "") io.write(text);

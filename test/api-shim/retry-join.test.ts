@@ -277,6 +277,25 @@ describe("an SDK's retry of a non-streamed request whose client left", () => {
     expect(rows).toMatchObject([{ status: 504, cost: 0, served: false, reported: false, joined_request_id: first.reqId }]);
   });
 
+  it("a batch retry's 504 row says batch, as the request it joined and the call it sent (?batch=1) do", async () => {
+    const h = await start({ file: FILE, fake: FAKE, env: { SHIM_UPSTREAM_TIMEOUT_MS: "1000" } });
+    const { key, id } = await h.createKey({ credits: CREDITS });
+    h.fake.set({ hang: true });
+    const send = (headers: Record<string, string>, signal?: AbortSignal) => fetch(`${h.url}/v1/chat/completions?batch=1`, {
+      method: "POST", headers: { authorization: `Bearer ${key}`, "content-type": "application/json", ...headers }, body: JSON.stringify(BODY), ...(signal ? { signal } : {}) });
+    const ac = new AbortController();
+    const left = send({}, ac.signal).then((r) => r.text()).catch(() => undefined);
+    await pollUntil(() => h.fake.counters.received > 0, 10_000, 5);
+    setTimeout(() => ac.abort(), 50);
+    await left;
+    const retry = await send({ "x-stainless-retry-count": "1" });
+    expect(retry.status).toBe(504);
+    const retryId = retry.headers.get("x-request-id")!;
+    expect(await pollUntil(async () => (await h.admin(`/admin/requests/${retryId}`)).status === 200, 10_000, 20)).toBe(true);
+    const rows = ((await (await h.admin(`/admin/requests?key=${id}`)).json()) as { data: { request_id: string; batch: boolean; joined_request_id: string | null }[] }).data;
+    expect(rows.map((r) => [r.request_id === retryId ? "retry" : "joined", r.batch])).toEqual([["joined", true], ["retry", true]]);
+  });
+
   it("a retry whose client leaves while it waits costs nothing, and the next retry gets the answer", async () => {
     const h = await start({ file: FILE, fake: FAKE });
     const { key, id } = await h.createKey({ credits: CREDITS });

@@ -185,6 +185,28 @@ describe("SQLite usage reports over a million rows", () => {
       reports.close();
     }
   }, 30_000);
+
+  it("the low-credit gauges' read is bounded as a report is: past its time a StoreUnavailableError, not an answer however late", async () => {
+    // A month of a million rows (from March: all of them) summed for the gauges; 5 ms is far less than that takes.
+    const month = { from: Date.UTC(2026, 2, 1), now: Date.UTC(2026, 2, 31) };
+    const reports = new SqliteReports(file, { busyTimeoutMs: 1000, timeoutMs: 5 });
+    try {
+      const failed = await reports.lowCredits(month, async () => {}).catch((e: unknown) => e);
+      expect(failed).toBeInstanceOf(StoreUnavailableError);
+      expect(String((failed as Error).cause)).toMatch(/the report ran past 5 ms/);
+    } finally {
+      reports.close();
+    }
+    // Unbounded, the same read gives the key's figures (its month's usage added back: what it had).
+    const free = new SqliteReports(file, { busyTimeoutMs: 1000, timeoutMs: 60_000 });
+    try {
+      const key = (await free.lowCredits(month, async () => {})).find((k) => k.keyId === heavy.id); // the file's other tests add keys
+      expect(key).toMatchObject({ keyId: heavy.id, name: "heavy" });
+      expect(key!.had - key!.balance).toBe(1300 * ROWS);
+    } finally {
+      free.close();
+    }
+  }, 30_000);
 });
 
 describe("a usage report read in slices", () => {

@@ -169,17 +169,17 @@ describe("report-usage --itemise", () => {
 });
 
 describe("report-usage --itemise over a name two keys had, the second key's CSV header arriving in pieces", () => {
-  it("still one header, then each key's rows whole", async () => {
+  /** Each key's CSV sent as `first`, then 50 ms later the rest of its header and its row. */
+  const itemisedIn = async (first: string) => {
     const revoked = { ...LISTED_KEY, revoked_at: "2026-11-20T10:00:00.000Z" };
     const current = { ...LISTED_KEY, id: "BBBBBBBBBBBB", created_at: "2026-11-20T10:01:00.000Z" };
     const server = createServer((req, res) => {
       req.resume();
       if (req.url === "/admin/keys") return void res.writeHead(200, { "content-type": "application/json" }).end(JSON.stringify({ object: "list", data: [revoked, current] }));
       const key = new URL(req.url!, "http://x").searchParams.get("key")!;
-      // The header cut where a network may cut it: its first piece has no line end yet.
       res.writeHead(200, { "content-type": "text/csv" });
-      res.write("request_id,key_");
-      setTimeout(() => res.end(`id,status\r\nreq-${key},${key},200\r\n`), 50);
+      res.write(first);
+      setTimeout(() => res.end(`${"request_id,key_id,status\r\n".slice(first.length)}req-${key},${key},200\r\n`), 50);
     });
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     try {
@@ -189,7 +189,11 @@ describe("report-usage --itemise over a name two keys had, the second key's CSV 
     } finally {
       server.close();
     }
-  });
+  };
+  // The header cut where a network may cut it: its first piece has no line end yet.
+  it("still one header, then each key's rows whole", () => itemisedIn("request_id,key_"));
+  // Cut inside its line end: the second key's first row is not taken for the rest of its header.
+  it("cut between the header's CR and LF, the second key's first row is kept", () => itemisedIn("request_id,key_id,status\r"));
 });
 
 describe("a shim older than GET /admin/requests", () => {

@@ -7,6 +7,7 @@ import { formatCredits } from "../money/money.ts";
 import { finishRequest } from "../observability/request-line.ts";
 import { spliceJsonBytes } from "../requests/json-splice.ts";
 import type { InferenceKind } from "../requests/inference-request.ts";
+import { batchAsked } from "../requests/batch-query.ts";
 
 /**
  * An SDK's retry of a non-streamed request whose client left joins that generation
@@ -89,7 +90,8 @@ export async function answerJoined(ctx: ShimContext, request: FastifyRequest, re
       return false;
     }
     if (answer instanceof ShimError) {
-      recordJoined(ctx, request, g, route, answer.status, false);
+      // Its call's batch flag, which the generation's shares (the call is part of what joins them).
+      recordJoined(ctx, request, g, route, answer.status, batchAsked(request));
       throw answer; // the generation ran out of time: told final, not run again
     }
     // What the key has left now (other requests may have been charged since the generation was):

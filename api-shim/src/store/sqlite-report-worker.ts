@@ -60,7 +60,7 @@ parentPort!.on("message", (ask: ReportAsk) => {
   parentPort!.postMessage(attempt(() => {
     const check = checking(deadline, ask.timeoutMs);
     // A statement's lines go as rows: the store's thread knows what it asked for.
-    held = { rows: "credits" in ask ? creditsStatement(db, ask.credits, check) as unknown as UsageGroup[] : "lowCredits" in ask ? sqliteLowCredits(db, ask.lowCredits) as unknown as UsageGroup[] : usageReport(db, ask.query, check), next: 0 };
+    held = { rows: "credits" in ask ? creditsStatement(db, ask.credits, check) as unknown as UsageGroup[] : "lowCredits" in ask ? sqliteLowCredits(db, ask.lowCredits, check) as unknown as UsageGroup[] : usageReport(db, ask.query, check), next: 0 };
     return nextBatch();
   }));
 });
