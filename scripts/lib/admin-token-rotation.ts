@@ -33,7 +33,7 @@ export async function startRotation(stack: string, overlapMs: number, deps: Rota
   const current = await currentToken(pulumi, stack);
   const stored = (await stackConfig(pulumi, stack))[PREVIOUS];
   if (stored !== undefined && stored !== current) {
-    throw new UsageError(`a rotation of ${stack}'s admin token is under way (${PREVIOUS} is set, and is not the current token): finish it first with \`npm run rotate-admin-token -- --stack ${stack} --finish\`, then start this one`, { exit: "failed" });
+    throw new UsageError(`a rotation of ${stack}'s admin token is under way (${PREVIOUS} is set, and is not the current token). If an earlier start's deploy failed after the token was replaced, \`pulumi up --stack ${stack}\` completes that rotation, its overlap kept. Otherwise finish it first with \`npm run rotate-admin-token -- --stack ${stack} --finish\` (the old token is refused from then on), then start this one`, { exit: "failed" });
   }
   if (stored !== undefined) io.err(`${PREVIOUS} is already the current token (an earlier run's deploy failed): going on from there`);
   const urn = await adminTokenUrn(pulumi, stack);
