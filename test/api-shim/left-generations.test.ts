@@ -299,4 +299,13 @@ describe("left generations kept for a retry", () => {
     expect(n.idempotent("e", "e:0")?.requestId).toBe("e");
     expect(n.bytes).toBe(52 * MiB);
   });
+  it("an entry dropped while it ran (pushed out for room) keeps nothing when its answer comes: no bytes counted, not found again", () => {
+    const m = new LeftGenerations();
+    const g = m.remember("k", callHash("/r", body("x")), "r1", "job:1");
+    m.drop(g, "over_key_share");
+    g.answered(answer(10));
+    expect(m.bytes).toBe(0);
+    expect(m.size).toBe(0);
+    expect(m.idempotent("k", "job:1")?.requestId).toBeUndefined();
+  });
 });
