@@ -15,15 +15,18 @@ describe("Idempotency-Key: the review's cases", () => {
   const start = shimPerTest();
 
   it("a long request still running when the job is killed is still joined by its re-send after the job sent its key's share of short ones (the answered ones give way first)", async () => {
-    const h = await start({ file: UNLIMITED, fake: FAKE, env: { SHIM_UPSTREAM_TIMEOUT_MS: "20000" } });
+    const h = await start({ file: UNLIMITED, fake: FAKE, env: { SHIM_UPSTREAM_TIMEOUT_MS: "120000" } });
     const { key } = await h.createKey({ credits: 100 * CREDITS, tier: "job" });
     const client = sdk(h, key);
-    // The long one: its answer comes 6 s after it reached the upstream (the fake reads its behaviour per request).
-    h.fake.set({ headerDelayMs: 6000 });
+    // The long one: 2 s a token until it is let go below. The fake reads a request's behaviour as it
+    // generates, from the object set() made then (the next set() makes another): running for sure
+    // however long the short ones take on a loaded machine (a fixed 6 s delay ended before them).
+    h.fake.set({ tokenDelayMs: 2000 });
+    const longRun = h.fake.behaviour;
     const kill = new AbortController();
     const long = client.chat.completions.create(prompt("long"), { ...idem("job:long"), signal: kill.signal }).catch(() => undefined);
     await h.fake.until((c) => c.received === 1);
-    h.fake.set({ headerDelayMs: 0 });
+    h.fake.set({ tokenDelayMs: 0 });
     // Meanwhile the job's other workers get KEY_ENTRIES answers, each sent with its own key.
     for (let i = 0; i < KEY_ENTRIES; i += 25) {
       await Promise.all(Array.from({ length: 25 }, (_, j) => client.chat.completions.create(prompt(i + j), idem(`job:${i + j}`))));
@@ -31,11 +34,12 @@ describe("Idempotency-Key: the review's cases", () => {
     // Killed, restarted: the long one's re-send waits for its generation rather than starting another.
     kill.abort();
     await long;
+    longRun.tokenDelayMs = 0; // it ends after its current token
     const again = await client.chat.completions.create(prompt("long"), idem("job:long")).withResponse();
     expect(again.response.headers.get("idempotent-replayed")).toBe("true");
     await aWhile();
     expect(h.fake.counters.received).toBe(1 + KEY_ENTRIES);
-  });
+  }, 60_000);
 
   it("a batch job's answered keyed requests pushed out for room are counted as idempotent, not as left generations a retry lost (shim_retry_memory_evictions_total's kind)", async () => {
     const h = await start({ file: UNLIMITED, fake: FAKE });

@@ -278,4 +278,34 @@ describe("left generations kept for a retry", () => {
     expect(await stays).toMatchObject({ status: 200 });
     expect(g.waiting).toBe(0);
   });
+  it("making room in bytes drops answers only: an older generation still running stays, at its key's share and at the total (its re-send would generate it again)", () => {
+    const MiB = 1024 * 1024;
+    // At the key's share: the third half-share answer pushes out the key's oldest answer, not the running one before it.
+    const m = new LeftGenerations();
+    const running = m.remember("k", callHash("/r", body("long")), "long", "job:long");
+    for (let i = 0; i < 3; i++) m.remember("k", callHash("/r", body(String(i))), `r${i}`, `job:${i}`).answered(answer(KEY_BYTES / 2));
+    expect(m.idempotent("k", "job:long")?.requestId).toBe(running.requestId); // ids compared: a failure prints no 8 MiB buffers
+    expect(m.idempotent("k", "job:0")?.requestId).toBeUndefined();
+    expect(m.idempotent("k", "job:2")?.requestId).toBe("r2");
+    expect(m.bytes).toBe(KEY_BYTES);
+    // At the total: the key holding the most loses its oldest answer, not its running one, older still.
+    const n = new LeftGenerations();
+    const long = n.remember("a", callHash("/r", body("long")), "long", "a:long");
+    n.remember("a", callHash("/r", body("a0")), "a0", "a:0").answered(answer(14 * MiB));
+    for (const k of ["b", "c", "d", "e"]) n.remember(k, callHash("/r", body(k)), k, `${k}:0`).answered(answer(13 * MiB));
+    expect(KEPT_BYTES).toBeLessThan(66 * MiB); // the last answer went past the total
+    expect(n.idempotent("a", "a:long")?.requestId).toBe(long.requestId);
+    expect(n.idempotent("a", "a:0")?.requestId).toBeUndefined();
+    expect(n.idempotent("e", "e:0")?.requestId).toBe("e");
+    expect(n.bytes).toBe(52 * MiB);
+  });
+  it("an entry dropped while it ran (pushed out for room) keeps nothing when its answer comes: no bytes counted, not found again", () => {
+    const m = new LeftGenerations();
+    const g = m.remember("k", callHash("/r", body("x")), "r1", "job:1");
+    m.drop(g, "over_key_share");
+    g.answered(answer(10));
+    expect(m.bytes).toBe(0);
+    expect(m.size).toBe(0);
+    expect(m.idempotent("k", "job:1")?.requestId).toBeUndefined();
+  });
 });

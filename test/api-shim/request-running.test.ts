@@ -3,6 +3,7 @@ import type { Store } from "../../api-shim/src/store/store.ts";
 import { Inflight } from "../../api-shim/src/inflight.ts";
 import { onBothStores } from "../support/both-stores.ts";
 import { expectLedgerMatches, startShim } from "../support/shim-harness.ts";
+import { stalledEmbeddingsReader } from "../support/stalled-reader.ts";
 import { pollUntil } from "../support/tools.ts";
 
 /**
@@ -192,6 +193,27 @@ describe("a request still running, by its id", () => {
   describe("a retry that joined a generation", () => {
     onBothStores("told waiting on the request it joined while it waits; after, a zero-cost row of its own naming that request", joinedScenario, 60_000);
   });
+
+  it("a large answer settled and still being sent to a client that stopped reading is looked up as its row, not as running", async () => {
+    // Its charge is in the ledger once its head is written: support asking about it is answered
+    // with that row, though the shim is still writing the answer (it is in flight until then).
+    const h = await startShim({ env: { SHIM_TRUST_PROXY: "127.0.0.1/32" } });
+    try {
+      const { key } = await h.createKey({ credits: 100 });
+      const req = await stalledEmbeddingsReader(h, key, { "x-request-id": "being-sent" });
+      try {
+        expect(h.app.shim.inflight.running("being-sent")).toBeDefined();
+        const res = await h.admin("/admin/requests/being-sent");
+        const body = (await res.json()) as Answer;
+        expect(body.error?.code).toBeUndefined();
+        expect(body.data).toMatchObject([{ request_id: "being-sent", status: 200 }]);
+      } finally {
+        req.destroy();
+      }
+    } finally {
+      await h.close();
+    }
+  }, 60_000);
 
   it("Inflight finds a request by its id only while it is in flight, and not a request added without one", () => {
     const inflight = new Inflight();

@@ -21,6 +21,21 @@ beforeAll(async () => {
 afterAll(async () => shim?.close());
 
 /** The fixtures; bravo (expired) served by the test's shim unless `reachable` is false. */
+/** The shim behind a front that answers requests under `route` 500 (the shim's internal_error), and forwards the rest. */
+async function failingFront(route: string) {
+  const up = new URL(shim.url);
+  const front = createServer((req, res) => {
+    if (req.url!.startsWith(route)) return void req.resume().on("end", () => res.writeHead(500, { "content-type": "application/json" }).end(JSON.stringify({ error: { message: "Internal error.", type: "api_error", param: null, code: "internal_error" } })));
+    const fwd = httpRequest({ host: up.hostname, port: up.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode ?? 502, r.headers);
+      r.pipe(res);
+    });
+    req.pipe(fwd);
+  });
+  await new Promise<void>((resolve) => front.listen(0, "127.0.0.1", resolve));
+  return front;
+}
+
 async function reap(argv: string[], setup: (p: FakePulumi) => void = () => {}, reachable = true) {
   const { root, pulumi } = fixtureTenants();
   const bravo = pulumi.stacks.get("bravo")!;
@@ -80,16 +95,7 @@ describe("reap-expired --json", () => {
     const live = listed.filter((k) => k.revoked_at === null).length;
     expect(live).toBeGreaterThan(0);
     // The shim behind a front that answers its usage report 500: the keys are revoked, the usage not saved.
-    const up = new URL(shim.url);
-    const front = createServer((req, res) => {
-      if (req.url!.startsWith("/admin/usage")) return void req.resume().on("end", () => res.writeHead(500, { "content-type": "application/json" }).end(JSON.stringify({ error: { message: "Internal error.", type: "api_error", param: null, code: "internal_error" } })));
-      const fwd = httpRequest({ host: up.hostname, port: up.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
-        res.writeHead(r.statusCode ?? 502, r.headers);
-        r.pipe(res);
-      });
-      req.pipe(fwd);
-    });
-    await new Promise<void>((resolve) => front.listen(0, "127.0.0.1", resolve));
+    const front = await failingFront("/admin/usage");
     try {
       const { code, row } = await reap(["--yes", "--json"], (p) => {
         p.stacks.set("golf", { outputs: {} });
@@ -98,6 +104,26 @@ describe("reap-expired --json", () => {
       });
       expect(code).toBe(1);
       expect(row("bravo")).toMatchObject({ action: "failed", usageFile: null, revokedKeys: live, unsureKeys: 0 });
+    } finally {
+      front.close();
+      front.closeAllConnections();
+    }
+  });
+
+  it("a credits statement the shim failed to give (500) fails the export: not destroyed, not taken for an older shim's missing route", async () => {
+    // Destroyed without it, the tenant's grants, top-ups and write-offs (and the invoice numbers
+    // on them) would be gone with the volume; a 500 may pass, so the next run tries again.
+    const front = await failingFront("/admin/credits");
+    try {
+      const { code, row, err, pulumi } = await reap(["--yes", "--json"], (p) => {
+        p.stacks.set("golf", { outputs: {} });
+        const bravo = p.stacks.get("bravo")!;
+        bravo.outputs = { ...bravo.outputs, endpoint: `http://127.0.0.1:${(front.address() as AddressInfo).port}/v1` };
+      });
+      expect(code).toBe(1);
+      expect(row("bravo")).toMatchObject({ action: "failed", usageFile: null, creditsFile: null });
+      expect(pulumi.stacks.get("bravo")!.outputs?.endpoint).toBeDefined(); // a destroy empties its outputs
+      expect(err).not.toContain("older than GET /admin/credits");
     } finally {
       front.close();
       front.closeAllConnections();

@@ -32,12 +32,12 @@ describe("smoke-test", () => {
     const r = await smoke(["--url", `${h.url}/v1`]);
     expect(r.code, r.lines.join("\n")).toBe(0);
     expect(r.lines[0]).toBe(`Smoke test of ${h.url}/v1`);
-    expect(r.line("models")).toMatch(/^PASS {2}models +\d+ ms {2}2 models: qwen2\.5-7b, bge-m3; using qwen2\.5-7b$/);
-    expect(r.line("chat")).toMatch(/^PASS {2}chat +\d+ ms {2}".+" \(\d+ tokens\)$/);
-    expect(r.line("credit-headers")).toMatch(/^PASS {2}credit-headers +\d+ ms {2}charged \d+(\.\d+)?, remaining \d+(\.\d+)?$/);
-    expect(r.line("stream")).toMatch(/^PASS {2}stream +\d+ ms {2}first token after \d+ ms, \d+ tokens in \d+ ms, \d+\.\d tokens\/s$/);
-    expect(r.line("responses")).toMatch(/^PASS {2}responses +\d+ ms {2}"t1 t2 .+" \(\d+ tokens, streamed\)$/);
-    expect(r.line("bad-key")).toMatch(/^PASS {2}bad-key +\d+ ms {2}401 invalid_api_key$/);
+    expect(r.line("models")).toMatch(/^PASS {2}models +\d+(\.\d)? m?s {2}2 models: qwen2\.5-7b, bge-m3; using qwen2\.5-7b$/);
+    expect(r.line("chat")).toMatch(/^PASS {2}chat +\d+(\.\d)? m?s {2}".+" \(\d+ tokens\)$/);
+    expect(r.line("credit-headers")).toMatch(/^PASS {2}credit-headers +\d+(\.\d)? m?s {2}charged \d+(\.\d+)?, remaining \d+(\.\d+)?$/);
+    expect(r.line("stream")).toMatch(/^PASS {2}stream +\d+(\.\d)? m?s {2}first token after \d+(\.\d)? m?s, \d+ tokens in \d+(\.\d)? m?s, \d+\.\d tokens\/s$/);
+    expect(r.line("responses")).toMatch(/^PASS {2}responses +\d+(\.\d)? m?s {2}"t1 t2 .+" \(\d+ tokens, streamed\)$/);
+    expect(r.line("bad-key")).toMatch(/^PASS {2}bad-key +\d+(\.\d)? m?s {2}401 invalid_api_key$/);
     expect(r.lines.at(-1)).toBe("All 6 checks passed.");
   });
 
@@ -60,10 +60,10 @@ describe("smoke-test", () => {
     const r = await smoke(["--url", `${h.url}/v1`]);
     expect(r.code).toBe(1);
     expect(r.line("models")).toMatch(/^PASS/);
-    expect(r.line("chat")).toMatch(/^FAIL {2}chat +\d+ ms {2}HTTP 503 \w+: /);
+    expect(r.line("chat")).toMatch(/^FAIL {2}chat +\d+(\.\d)? m?s {2}HTTP 503 \w+: /);
     expect(r.line("credit-headers")).toMatch(/^FAIL .*not run: no chat answer to look at \(chat failed\)$/);
-    expect(r.line("stream")).toMatch(/^FAIL {2}stream +\d+ ms {2}HTTP 503 /);
-    expect(r.line("responses")).toMatch(/^FAIL {2}responses +\d+ ms {2}HTTP 503 /);
+    expect(r.line("stream")).toMatch(/^FAIL {2}stream +\d+(\.\d)? m?s {2}HTTP 503 /);
+    expect(r.line("responses")).toMatch(/^FAIL {2}responses +\d+(\.\d)? m?s {2}HTTP 503 /);
     expect(r.line("bad-key")).toMatch(/^PASS/);
     expect(r.lines.at(-1)).toBe("4 of 6 checks failed: chat, credit-headers, stream, responses.");
   });
@@ -73,12 +73,12 @@ describe("smoke-test", () => {
     expect((await h.admin(`/admin/keys/${revoked.id}`, { method: "DELETE" })).status).toBe(200);
     const r = await smoke(["--url", `${h.url}/v1`], { GPU_SANDBOX_API_KEY: revoked.key });
     expect(r.code).toBe(1);
-    expect(r.line("models")).toMatch(/^FAIL {2}models +\d+ ms {2}HTTP 401 invalid_api_key: Invalid API key/);
+    expect(r.line("models")).toMatch(/^FAIL {2}models +\d+(\.\d)? m?s {2}HTTP 401 invalid_api_key: Invalid API key/);
     expect(r.line("chat")).toContain("not run: no model to use (models failed; pass --model)");
     expect(r.line("stream")).toContain("not run: no model to use");
     expect(r.line("bad-key")).toMatch(/^PASS/);
     const withModel = await smoke(["--url", `${h.url}/v1`, "--model", "qwen2.5-7b"], { GPU_SANDBOX_API_KEY: revoked.key });
-    expect(withModel.line("chat")).toMatch(/^FAIL {2}chat +\d+ ms {2}HTTP 401 invalid_api_key/);
+    expect(withModel.line("chat")).toMatch(/^FAIL {2}chat +\d+(\.\d)? m?s {2}HTTP 401 invalid_api_key/);
   });
 
   it("fails against a wrong URL: nothing listening, exit 3 (not reached) as every operator script, so a fleet job tells down from broken", async () => {
@@ -128,7 +128,7 @@ describe("smoke-test", () => {
     try {
       const r = await smoke(["--url", url]);
       expect(r.code).toBe(1);
-      expect(r.line("models")).toMatch(/^FAIL {2}models +\d+ ms {2}/);
+      expect(r.line("models")).toMatch(/^FAIL {2}models +\d+(\.\d)? m?s {2}/);
       expect(r.line("models")).toContain(`HTTP 308: ${url} redirects to ${target}/v1/models: use --url ${target}/v1. The API key was sent over plain http with this request: consider rotating it.`);
       // The made-up key crossed plain http too; that one needs no rotating.
       expect(r.line("bad-key")).toMatch(new RegExp(`^FAIL {2}bad-key +\\d+ ms {2}expected 401, got HTTP 308: ${url.replaceAll(".", "\\.")} redirects to ${target.replaceAll(".", "\\.")}/v1/models: use --url ${target.replaceAll(".", "\\.")}/v1\\.$`));
@@ -168,7 +168,7 @@ describe("smoke-test", () => {
     try {
       const r = await smoke(["--url", url]);
       expect(r.code).toBe(1);
-      expect(r.line("models")).toMatch(/^FAIL {2}models +\d+ ms {2}/);
+      expect(r.line("models")).toMatch(/^FAIL {2}models +\d+(\.\d)? m?s {2}/);
       expect(r.line("models")).toContain(notTheApi("GET /models"));
       expect(r.line("bad-key")).toContain(notTheApi("GET /models"));
       expect(r.line("bad-key")).not.toContain("does not check keys");
@@ -185,7 +185,7 @@ describe("smoke-test", () => {
     const r = await smoke(["--url", `${h.url}/v1`, "--model", "llama-9000"]);
     expect(r.code).toBe(1);
     expect(r.line("models")).toContain('model "llama-9000" is not among those /models lists for this key (qwen2.5-7b, bge-m3)');
-    expect(r.line("chat")).toMatch(/^FAIL {2}chat +\d+ ms {2}HTTP 404 model_not_found: /);
+    expect(r.line("chat")).toMatch(/^FAIL {2}chat +\d+(\.\d)? m?s {2}HTTP 404 model_not_found: /);
   });
 
   // The shim's /models lists what the key may use: a served model outside its allow-list is missing
@@ -196,7 +196,7 @@ describe("smoke-test", () => {
     expect(r.code).toBe(1);
     expect(r.line("models")).not.toContain("is not served");
     expect(r.line("models")).toContain('model "qwen2.5-7b" is not among those /models lists for this key (bge-m3): it lists only the models this key may use; either no model of that name is served, or the key\'s allow-list leaves it out (`npm run manage-keys -- list`, MODELS column)');
-    expect(r.line("chat")).toMatch(/^FAIL {2}chat +\d+ ms {2}HTTP 403 model_not_allowed: /);
+    expect(r.line("chat")).toMatch(/^FAIL {2}chat +\d+(\.\d)? m?s {2}HTTP 403 model_not_allowed: /);
   });
 
   it("a key whose allow-list names no served model (a servedName renamed since): /models lists none, and the line says why it may", async () => {
@@ -223,6 +223,24 @@ describe("smoke-test", () => {
       expect(r.line("bad-key")).toContain("a made-up key was accepted: the endpoint does not check keys");
     } finally {
       await open.close();
+    }
+  });
+
+  it("an endpoint that takes the connection and never answers was reached: its timeouts exit 1, not 3 (not reached)", async () => {
+    // A host up with its server hung is a broken endpoint, not a down one: a fleet job reading 3
+    // would look for a network fault. The requests were sent; only their answers never came.
+    const silent = createServer(() => {}); // takes each request and never answers it
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    try {
+      const url = `http://127.0.0.1:${(silent.address() as AddressInfo).port}/v1`;
+      const r = await smoke(["--url", url, "--timeout-seconds", "1"]);
+      expect(r.line("models")).toMatch(/^FAIL {2}models /);
+      expect(r.line("bad-key")).toMatch(/^FAIL {2}bad-key /);
+      expect(r.lines.at(-1)).toBe("6 of 6 checks failed: models, chat, credit-headers, stream, responses, bad-key.");
+      expect(r.code, r.lines.join("\n")).toBe(1);
+    } finally {
+      silent.closeAllConnections();
+      await new Promise((resolve) => silent.close(resolve));
     }
   });
 
@@ -308,12 +326,12 @@ describe("smoke-test", () => {
     empty.set({ defaultTokens: 0 });
     try {
       const r = await smoke(["--url", none.url]);
-      expect(r.line("models")).toMatch(/^FAIL {2}models +\d+ ms {2}\/models lists no model for this key: /);
+      expect(r.line("models")).toMatch(/^FAIL {2}models +\d+(\.\d)? m?s {2}\/models lists no model for this key: /);
       const e = await smoke(["--url", empty.url, "--model", "qwen2.5-7b"]);
       expect(e.code).toBe(1);
-      expect(e.line("chat")).toMatch(/^FAIL {2}chat +\d+ ms {2}the answer has no content \(finish_reason stop\)$/);
-      expect(e.line("stream")).toMatch(/^FAIL {2}stream +\d+ ms {2}the stream ended without any content$/);
-      expect(e.line("responses")).toMatch(/^FAIL {2}responses +\d+ ms {2}the answer has no text \(status completed\)$/);
+      expect(e.line("chat")).toMatch(/^FAIL {2}chat +\d+(\.\d)? m?s {2}the answer has no content \(finish_reason stop\)$/);
+      expect(e.line("stream")).toMatch(/^FAIL {2}stream +\d+(\.\d)? m?s {2}the stream ended without any content$/);
+      expect(e.line("responses")).toMatch(/^FAIL {2}responses +\d+(\.\d)? m?s {2}the answer has no text \(status completed\)$/);
     } finally {
       await none.close();
       await empty.close();
@@ -325,7 +343,7 @@ describe("smoke-test", () => {
     keyed.set({ ignoreIncludeUsage: true }); // an upstream that ignores include_usage
     try {
       const r = await smoke(["--url", keyed.url]);
-      expect(r.line("stream")).toMatch(/^FAIL {2}stream +\d+ ms {2}the stream had no usage chunk, though it asked for one \(stream_options\.include_usage\): the shim charged it from an estimate/);
+      expect(r.line("stream")).toMatch(/^FAIL {2}stream +\d+(\.\d)? m?s {2}the stream had no usage chunk, though it asked for one \(stream_options\.include_usage\): the shim charged it from an estimate/);
       expect(r.lines.at(-1)).toBe("2 of 6 checks failed: credit-headers, stream.");
     } finally {
       await keyed.close();
@@ -337,7 +355,7 @@ describe("smoke-test", () => {
     try {
       fake.set({ stopAfterTokens: 3, stopMode: "cut" });
       const cut = await smoke(["--url", fake.url, "--model", "qwen2.5-7b"]);
-      expect(cut.line("responses")).toMatch(/^FAIL {2}responses +\d+ ms {2}the stream broke off before its final event, after \d+ characters of text \(terminated\)$/);
+      expect(cut.line("responses")).toMatch(/^FAIL {2}responses +\d+(\.\d)? m?s {2}the stream broke off before its final event, after \d+ characters of text \(terminated\)$/);
       fake.set({ stopAfterTokens: null });
       // No usage at the end; or (replay) LiteLLM's fake stream: the whole answer's usage from its first event on.
       let replay = false;
@@ -353,10 +371,10 @@ describe("smoke-test", () => {
       try {
         const { port } = server.address() as AddressInfo;
         const noUsage = await smoke(["--url", `http://127.0.0.1:${port}/v1`, "--model", "qwen2.5-7b"]);
-        expect(noUsage.line("responses")).toMatch(/^FAIL {2}responses +\d+ ms {2}the final event has no usage: the shim charged an estimate/);
+        expect(noUsage.line("responses")).toMatch(/^FAIL {2}responses +\d+(\.\d)? m?s {2}the final event has no usage: the shim charged an estimate/);
         replay = true;
         const replayed = await smoke(["--url", `http://127.0.0.1:${port}/v1`, "--model", "qwen2.5-7b"]);
-        expect(replayed.line("responses")).toMatch(/^FAIL {2}responses +\d+ ms {2}the stream was replayed after the whole answer was generated .*model_info\.supports_native_streaming: true/);
+        expect(replayed.line("responses")).toMatch(/^FAIL {2}responses +\d+(\.\d)? m?s {2}the stream was replayed after the whole answer was generated .*model_info\.supports_native_streaming: true/);
       } finally {
         server.close();
       }
@@ -370,7 +388,7 @@ describe("smoke-test", () => {
     try {
       const { key: providerKey } = await providers.createKey({ credits: 100 });
       const r = await smoke(["--url", `${providers.url}/v1`, "--key", providerKey]);
-      expect(r.line("responses")).toMatch(/^PASS {2}responses +\d+ ms {2}".+" \(\d+ tokens, streamed\)$/);
+      expect(r.line("responses")).toMatch(/^PASS {2}responses +\d+(\.\d)? m?s {2}".+" \(\d+ tokens, streamed\)$/);
     } finally {
       await providers.close();
     }
@@ -385,7 +403,7 @@ describe("smoke-test", () => {
     await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     try {
       const r = await smoke(["--url", `http://127.0.0.1:${(server.address() as AddressInfo).port}/v1`]);
-      expect(r.line("bad-key")).toMatch(/^FAIL {2}bad-key +\d+ ms {2}expected 401, got HTTP 403/);
+      expect(r.line("bad-key")).toMatch(/^FAIL {2}bad-key +\d+(\.\d)? m?s {2}expected 401, got HTTP 403/);
     } finally {
       server.close();
     }
