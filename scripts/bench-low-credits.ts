@@ -4,7 +4,7 @@ import { join } from "node:path";
 import Database from "better-sqlite3";
 import pg from "pg";
 import { startPostgres } from "../test/support/postgres.ts";
-import { monthStart } from "../api-shim/src/store/low-credits.ts";
+import { monthStart } from "../api-shim/src/requests/period.ts";
 import { PostgresStore } from "../api-shim/src/store/postgres-store.ts";
 import { SqliteStore } from "../api-shim/src/store/sqlite-store.ts";
 import type { Store } from "../api-shim/src/store/store.ts";
@@ -22,7 +22,7 @@ const ROWS = Number(process.env.BENCH_ROWS ?? 1_000_000);
 const KEYS = Number(process.env.BENCH_KEYS ?? 1000);
 const DAY = 86_400_000;
 const now = Date.now();
-const from = monthStart(now);
+const from = monthStart(now, 0);
 const first = now - 90 * DAY;
 
 /** Key i's id, and the i-th row's key and instant: rows in time order, keys round-robin. */

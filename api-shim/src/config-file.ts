@@ -8,6 +8,7 @@ import { holdsKey, redactKeysAsMade, redactLoggedKeys, redactUpstreamSecrets, se
 import { DEFAULT_STRUCTURED_LIMITS, isStructuredLimit, NO_STRUCTURED_LIMITS, STRUCTURED_LIMIT_NAMES, type StructuredLimits } from "./requests/structured-limits.ts";
 import { isKeyName, isModelName, MAX_KEY_NAME_CHARACTERS } from "./names.ts";
 import { type NamedSecrets, secretIn, shownValue } from "./shown-value.ts";
+import { modelNamed } from "./requests/model-aliases.ts";
 
 /** SHIM_CONFIG's file (pricing, tiers, models, bootstrap keys, cache isolation), read for parseShimConfig (config.ts), with the defaults it starts from. */
 
@@ -208,7 +209,7 @@ export function parseFileConfig(path: string | null, readFile: (p: string) => st
       if (!Array.isArray(ko.models) || ko.models.length === 0 || !ko.models.every(isModelName)) bad(w("models"), ko.models, "a non-empty list of model names, or leave it out for all models");
       else {
         // An alias is allowed with its model: kept as the model's name, as the admin API keeps it.
-        allow = [...new Set((ko.models as string[]).map((m) => modelAliases.get(m) ?? m))];
+        allow = [...new Set((ko.models as string[]).map((m) => modelNamed({ modelAliases }, m)))];
         for (const m of allow) if (models && !models.has(m)) bad(w("models"), m, configuredModel!);
       }
     }

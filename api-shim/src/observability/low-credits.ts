@@ -1,7 +1,8 @@
 import { Gauge, type Registry } from "prom-client";
 import type { Clock } from "../clock.ts";
 import type { Logger } from "pino";
-import { isLow, type KeyCredits, monthStart } from "../store/low-credits.ts";
+import { isLow, type KeyCredits } from "../store/low-credits.ts";
+import { monthStart } from "../requests/period.ts";
 import type { Store } from "../store/store.ts";
 
 /**
@@ -73,7 +74,7 @@ export class LowCreditGauges {
     this.reading = true;
     this.lastRead = t;
     const now = clock.now();
-    store.lowCredits({ from: monthStart(now), now }).then((keys) => {
+    store.lowCredits({ from: monthStart(now, 0), now }).then((keys) => {
       const low = keys.filter((k) => isLow(k, share)).map((key) => ({ key, ratio: key.had > 0 ? Math.max(0, key.balance / key.had) : 0 }));
       low.sort((a, b) => a.ratio - b.ratio || a.key.keyId.localeCompare(b.key.keyId));
       this.figures = { at: now, active: keys.length, low };

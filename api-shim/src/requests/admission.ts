@@ -46,7 +46,9 @@ export function checked(ctx: ShimContext, kind: InferenceKind, request: FastifyR
   const body = request.body as Record<string, unknown>;
   const parsed = kind === "responses" ? parseResponsesRequest(body) : parseInferenceRequest(kind, body);
   // An alias is its model from here on (model-aliases.ts): priced, held, allowed, forwarded and reported as the model.
-  const req = { ...parsed, model: modelNamed(ctx.config, parsed.model) };
+  // A copy only then: a request naming its model (almost all) allocates nothing more.
+  const model = modelNamed(ctx.config, parsed.model);
+  const req = model === parsed.model ? parsed : { ...parsed, model };
   request.shim.model = req.model;
   const refusal = modelRefusal(ctx, auth.key, req.model);
   // The refusals quote the name the client sent, as OpenAI's do.

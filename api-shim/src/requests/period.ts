@@ -47,8 +47,8 @@ export function periodQuery(p: Period): { from: string; to: string } | undefined
   return { from: new Date(p.from).toISOString(), to };
 }
 
-/** The first instant of the UTC month `months` after the one `ms` is in. */
-function monthStart(ms: number, months: number): number {
+/** The first instant of the UTC month `months` after the one `ms` is in (0: its own month). */
+export function monthStart(ms: number, months: number): number {
   const d = new Date(ms);
   const start = new Date(0); // not Date.UTC: it reads years 0-99 as 1900-1999
   start.setUTCFullYear(d.getUTCFullYear(), d.getUTCMonth() + months, 1);

@@ -14,7 +14,7 @@
 import type Database from "better-sqlite3";
 
 export interface LowCreditsQuery {
-  /** The start of the month (UTC) the credits it had are counted from (monthStart). */
+  /** The start of the month (UTC) the credits it had are counted from (period.ts monthStart: fleet-status.sh's report period, report-usage's default). */
   from: number;
   /** Now: a key that expired before it is not active. */
   now: number;
@@ -26,12 +26,6 @@ export interface KeyCredits {
   name: string;
   balance: number;
   had: number;
-}
-
-/** The first instant of `now`'s UTC month: fleet-status.sh's report period (report-usage's default). */
-export function monthStart(now: number): number {
-  const d = new Date(now);
-  return Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), 1);
 }
 
 /** fleet-status.sh's rule: `.balance <= 0 or .balance < $share * ((.opening // 0) + (.granted // 0))`. */
